@@ -1,0 +1,1 @@
+"""harmony_agent package."""
