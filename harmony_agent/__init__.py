@@ -1,1 +1,19 @@
-"""harmony_agent package."""
+"""gpt-oss with Python as a builtin, stateful tool, token by token on vLLM's offline engine.
+
+>>> from harmony_agent import solve                                                    # doctest: +SKIP
+>>> solve("What is 2**100 mod 7?", model="openai/gpt-oss-20b").answer                 # doctest: +SKIP
+'2'
+"""
+from .agent import Agent, Task, solve
+from .answer import extract_boxed
+from .engine import Completion, Engine, Request, Sampling, VLLMEngine, build_llm
+from .errors import EngineError, HarmonyAgentError, VocabularyError
+from .prompt import PromptConfig, render_prompt
+from .result import Result, ToolCallRecord
+from .trajectory import Segment, Trajectory
+
+__all__ = [
+    "Agent", "Task", "solve", "Result", "ToolCallRecord", "Trajectory", "Segment", "PromptConfig",
+    "render_prompt", "extract_boxed", "Engine", "Request", "Completion", "Sampling", "VLLMEngine", "build_llm",
+    "HarmonyAgentError", "VocabularyError", "EngineError",
+]

@@ -1,0 +1,146 @@
+"""``Agent`` and ``solve``: the public entry points of the loop."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Hashable, Iterable, Iterator, Sequence
+
+from .encoding import get_encoding
+from .engine import Engine, Sampling, VLLMEngine
+from .prompt import PromptConfig, render_prompt
+from .result import Result
+from .scheduler import LoopConfig, Scheduler
+
+
+@dataclass(frozen=True)
+class Task:
+    """One trajectory to run: the user's problem text, its sampling seed and a key of the caller's."""
+
+    problem: str
+    seed: int | None = None
+    key: Hashable = None
+
+
+class Agent:
+    """gpt-oss with python as a builtin, stateful tool, over one engine.
+
+    Give it your own ``vllm.LLM`` (``llm=``), a model to load (``model=`` plus ``engine_kwargs`` for
+    ``vllm.LLM``), or any :class:`~harmony_agent.engine.Engine` (``engine=``).
+
+    >>> agent = Agent(model="openai/gpt-oss-20b", reasoning_effort="high")          # doctest: +SKIP
+    >>> results = agent.run(["What is 2**100 mod 7?"], n=4, seed=0)                  # doctest: +SKIP
+    >>> results[0][0].answer                                                          # doctest: +SKIP
+    '2'
+    """
+
+    def __init__(self, llm: Any = None, *, model: str | None = None, engine: Engine | None = None,
+                 engine_kwargs: dict[str, Any] | None = None, python: bool = True,
+                 reasoning_effort: str = "high", temperature: float = 1.0, top_p: float = 1.0,
+                 top_k: int = -1, max_tokens: int = 120_000, max_tool_calls: int = 100,
+                 tool_timeout: float = 10.0, max_output_chars: int = 1000,
+                 conversation_start_date: str | None = None, developer_instructions: str | None = None,
+                 logprobs: bool = True, max_concurrent: int = 256, session_pool: Any = None):
+        if sum(x is not None for x in (llm, model, engine)) != 1:
+            raise ValueError("pass exactly one of llm= (a vllm.LLM), model= (a name or path) or engine=")
+        if max_tokens < 1 or max_tool_calls < 0 or tool_timeout <= 0 or max_concurrent < 1:
+            raise ValueError("max_tokens and max_concurrent must be >= 1, max_tool_calls >= 0, tool_timeout > 0")
+        self.prompt = PromptConfig(reasoning_effort=reasoning_effort, python=python,
+                                   conversation_start_date=conversation_start_date,
+                                   developer_instructions=developer_instructions)
+        self.sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, logprobs=logprobs)
+        self.config = LoopConfig(python=python, max_tokens=max_tokens, max_tool_calls=max_tool_calls,
+                                 tool_timeout=tool_timeout, max_concurrent=max_concurrent)
+        self.max_output_chars = max_output_chars
+        get_encoding()  # fail now, with the fix in the message, if the vocabulary is missing
+        if engine is None:
+            engine = VLLMEngine(llm) if llm is not None else VLLMEngine.from_model(model, **(engine_kwargs or {}))
+        self.engine = engine
+        self._pool = session_pool
+        self._own_pool = session_pool is None
+        self._pool_lock = threading.Lock()
+
+    # -- sessions ------------------------------------------------------------------------------------------
+
+    def _open_session(self):
+        with self._pool_lock:
+            if self._pool is None:
+                from tool_runtime import SessionPool
+
+                self._pool = SessionPool(max_sessions=self.config.max_concurrent, timeout=self.config.tool_timeout,
+                                         max_output_chars=self.max_output_chars)
+        return self._pool.open()
+
+    # -- running -------------------------------------------------------------------------------------------
+
+    def stream(self, tasks: Iterable[Task | str]) -> Iterator[tuple[Task, Result]]:
+        """Run every task in one continuous run; yield ``(task, result)`` as each trajectory finishes.
+
+        Stopping the iteration early aborts the requests still running and closes their sessions.
+        """
+        tasks = (t if isinstance(t, Task) else Task(problem=t) for t in tasks)
+        new_id = getattr(self.engine, "new_request_id", None) or _counter()
+        scheduler = Scheduler(self.engine, self.sampling, self.config,
+                              render=lambda task: render_prompt(task.problem, self.prompt),
+                              open_session=self._open_session if self.config.python else None,
+                              new_request_id=new_id)
+        yield from scheduler.run(tasks)
+
+    def run(self, problems: Sequence[str] | str, n: int = 1, seed: int | None = 0) -> list[list[Result]]:
+        """Every problem times ``n`` samples in one run: ``results[i][j]`` is problem i, sample j (seed seed+j)."""
+        if isinstance(problems, str):
+            problems = [problems]
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        tasks = [Task(p, None if seed is None else seed + j, (i, j)) for i, p in enumerate(problems)
+                 for j in range(n)]
+        results: list[list[Result | None]] = [[None] * n for _ in problems]
+        for task, result in self.stream(tasks):
+            i, j = task.key
+            results[i][j] = result
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Stop the session pool this agent started (the engine stays usable: it may be the caller's)."""
+        with self._pool_lock:
+            if self._pool is not None and self._own_pool:
+                self._pool.close()
+                self._pool = None
+
+    def __enter__(self) -> "Agent":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _counter():
+    import itertools
+
+    ids = itertools.count()
+    return lambda: f"req-{next(ids)}"
+
+
+_ENGINES: dict[tuple, VLLMEngine] = {}
+
+
+def solve(problem: str, *, model: str | None = None, llm: Any = None, engine_kwargs: dict[str, Any] | None = None,
+          seed: int | None = 0, **agent_kwargs: Any) -> Result:
+    """Solve one problem and return its :class:`Result`.
+
+    The engine built for ``model`` is kept for the next call with the same model and engine arguments, so
+    calling ``solve`` in a notebook loop loads the weights once.
+
+    >>> result = solve("What is 2**100 mod 7?", model="openai/gpt-oss-20b")   # doctest: +SKIP
+    >>> result.answer, result.finish_reason                                    # doctest: +SKIP
+    ('2', 'final')
+    """
+    engine = None
+    if llm is None:
+        if model is None:
+            raise ValueError("solve() needs model= (a name or path) or llm= (a vllm.LLM)")
+        key = (model, tuple(sorted((engine_kwargs or {}).items())))
+        if key not in _ENGINES:
+            _ENGINES[key] = VLLMEngine.from_model(model, **(engine_kwargs or {}))
+        engine = _ENGINES[key]
+    with Agent(llm=llm, engine=engine, **agent_kwargs) as agent:
+        return agent.run([problem], n=1, seed=seed)[0][0]

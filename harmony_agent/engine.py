@@ -1,0 +1,163 @@
+"""Engines: a small protocol the scheduler drives, and its vLLM adapter.
+
+The scheduler submits token prompts and receives finished completions with token ids and logprobs. The vLLM
+adapter drives ``LLM.llm_engine`` (``add_request`` / ``step``) so that requests added between steps join the
+running batch: a trajectory that comes back from a tool call does not wait for the others.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from .encoding import STOP_TOKEN_IDS
+from .errors import EngineError
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings shared by every request of a run."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    logprobs: bool = True
+
+
+@dataclass(frozen=True)
+class Request:
+    """One generation request: continue ``prompt_ids`` for at most ``max_tokens`` tokens."""
+
+    request_id: str
+    prompt_ids: list[int]
+    max_tokens: int
+    seed: int | None = None
+
+
+@dataclass
+class Completion:
+    """A finished request. ``token_ids`` include the stop token when ``finish == "stop"``."""
+
+    request_id: str
+    token_ids: list[int]
+    logprobs: list[float] | None
+    finish: Literal["stop", "length", "abort"]
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the scheduler needs from an inference engine."""
+
+    max_model_len: int
+
+    def submit(self, request: Request, sampling: Sampling) -> None: ...
+
+    def step(self) -> list[Completion]:
+        """Advance decoding by one step; return the requests that finished during it."""
+        ...
+
+    def has_unfinished(self) -> bool: ...
+
+    def abort(self, request_ids: list[str]) -> None: ...
+
+
+def _cpu_platform() -> bool:
+    try:
+        from vllm.platforms import current_platform
+
+        return bool(current_platform.is_cpu())
+    except Exception:
+        return False
+
+
+def build_llm(model: str, **engine_kwargs: Any):
+    """Build a ``vllm.LLM`` for token-in/token-out use (no tokenizer, prefix caching on).
+
+    ``engine_kwargs`` go to ``vllm.LLM`` unchanged (tensor_parallel_size, max_model_len,
+    gpu_memory_utilization, enforce_eager, ...). On vLLM's CPU build the KV cache size must be explicit;
+    it defaults to 1 GiB there unless ``kv_cache_memory_bytes`` is given.
+    """
+    try:
+        import vllm
+    except ImportError as exc:
+        raise EngineError(
+            "vLLM is not installed: `pip install 'harmony-agent[vllm]'` on GPU machines, "
+            "`pip install 'harmony-agent[cpu]'` for the CPU build"
+        ) from exc
+    kwargs = {"skip_tokenizer_init": True, "enable_prefix_caching": True, **engine_kwargs}
+    if _cpu_platform():
+        kwargs.setdefault("kv_cache_memory_bytes", 1 << 30)
+    if os.path.sep in model and not os.path.exists(model):
+        raise EngineError(f"model path {model!r} does not exist: pass a local model folder or a hub model name")
+    try:
+        return vllm.LLM(model=model, **kwargs)
+    except Exception as exc:
+        raise EngineError(
+            f"cannot load model {model!r} with vLLM ({type(exc).__name__}: {exc}); check the name or path, that "
+            "its weights are available offline (HF_HUB_OFFLINE=1 with a filled cache, or a local folder), and "
+            "the engine arguments"
+        ) from exc
+
+
+class VLLMEngine:
+    """The :class:`Engine` over a ``vllm.LLM`` (yours or one built by :func:`build_llm`).
+
+    >>> engine = VLLMEngine(llm)                                  # doctest: +SKIP
+    >>> engine = VLLMEngine.from_model("openai/gpt-oss-20b", tensor_parallel_size=2)  # doctest: +SKIP
+    """
+
+    def __init__(self, llm: Any):
+        self.llm = llm
+        self._core = llm.llm_engine
+        self.max_model_len = int(self._core.model_config.max_model_len)
+        self._prefix = f"ha{id(self):x}-"
+        self._ids = itertools.count()
+
+    @classmethod
+    def from_model(cls, model: str, **engine_kwargs: Any) -> "VLLMEngine":
+        return cls(build_llm(model, **engine_kwargs))
+
+    def new_request_id(self) -> str:
+        """A request id unique in this engine (the LLM may be shared with the user's own requests)."""
+        return f"{self._prefix}{next(self._ids)}"
+
+    def submit(self, request: Request, sampling: Sampling) -> None:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            max_tokens=request.max_tokens,
+            seed=request.seed,
+            stop_token_ids=list(STOP_TOKEN_IDS),
+            detokenize=False,
+            skip_special_tokens=False,
+            logprobs=0 if sampling.logprobs else None,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        self._core.add_request(request.request_id, TokensPrompt(prompt_token_ids=request.prompt_ids), params)
+
+    def step(self) -> list[Completion]:
+        return [self._completion(out) for out in self._core.step() if out.finished]
+
+    def has_unfinished(self) -> bool:
+        return bool(self._core.has_unfinished_requests())
+
+    def abort(self, request_ids: list[str]) -> None:
+        if request_ids:
+            self._core.abort_request(list(request_ids))
+
+    @staticmethod
+    def _completion(out: Any) -> Completion:
+        choice = out.outputs[0]
+        ids = list(choice.token_ids)
+        logprobs = None
+        if choice.logprobs is not None:
+            logprobs = [position[token].logprob for position, token in zip(choice.logprobs, ids)]
+        reason = choice.finish_reason
+        finish = "stop" if reason == "stop" else "length" if reason == "length" else "abort"
+        return Completion(out.request_id, ids, logprobs, finish)

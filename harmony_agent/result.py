@@ -1,0 +1,93 @@
+"""The outcome of one trajectory: answer, messages, tool calls and the exact token trajectory."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .answer import extract_boxed
+from .encoding import get_encoding
+from .parsing import message_text
+from .trajectory import Trajectory
+
+FINISH_REASONS = ("final", "length", "context", "max_tool_calls", "error")
+
+
+@dataclass(frozen=True)
+class ToolCallRecord:
+    """One python execution: the code, what the model read back, and how it went."""
+
+    code: str
+    output: str
+    status: str          # "ok" | "error" | "timeout" | "crashed"
+    seconds: float
+    state_lost: bool
+
+
+@dataclass
+class Result:
+    """What :meth:`Agent.stream` yields per trajectory.
+
+    ``messages`` are the Harmony messages after the prompt (assistant and tool), parsed from the tokens.
+    ``finish_reason``: ``final`` (the model answered), ``length`` (generation budget), ``context`` (the context
+    window is full), ``max_tool_calls`` (it kept calling after being told no executions were left), ``error``.
+    """
+
+    problem: str | None
+    seed: int | None
+    trajectory: Trajectory
+    messages: list = field(default_factory=list)
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    finish_reason: str = "final"
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    error: str | None = None
+
+    @property
+    def final_text(self) -> str:
+        """Text of the last ``final``-channel message ('' when the model gave none)."""
+        for message in reversed(self.messages):
+            if message.channel == "final" and message.author.role.value == "assistant":
+                return message_text(message)
+        return ""
+
+    @property
+    def answer(self) -> str | None:
+        """The last ``\\boxed{...}`` of the final text, else of everything the model wrote; None if none."""
+        found = extract_boxed(self.final_text)
+        if found is None:
+            found = extract_boxed(self.model_text)
+        return found
+
+    @property
+    def model_text(self) -> str:
+        """Everything the assistant wrote, message by message, without tool messages."""
+        return "\n".join(message_text(m) for m in self.messages if m.author.role.value == "assistant")
+
+    @property
+    def response_text(self) -> str:
+        """The whole response (model and tool tokens) decoded with its special tokens, as the model saw it."""
+        return get_encoding().decode(self.trajectory.response_ids)
+
+    @property
+    def num_model_tokens(self) -> int:
+        return self.trajectory.num_model_tokens
+
+    @property
+    def num_tool_tokens(self) -> int:
+        return self.trajectory.num_tool_tokens
+
+    @property
+    def seconds(self) -> float:
+        return self.finished_at - self.started_at
+
+    def summary(self) -> dict[str, Any]:
+        """The scalar facts of the run, JSON-ready."""
+        return {
+            "answer": self.answer,
+            "finish_reason": self.finish_reason,
+            "num_model_tokens": self.num_model_tokens,
+            "num_tool_tokens": self.num_tool_tokens,
+            "num_tool_calls": len(self.tool_calls),
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+        }
