@@ -18,47 +18,11 @@ import sys
 import threading
 from typing import Optional
 
+from harmony_agent.answer import extract_boxed  # the one brace-matched extractor (docs/architecture.md)
+
 __all__ = ["extract_boxed", "extract_answer", "final_channel_text", "normalize_answer", "is_equivalent"]
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
-
-
-def _local_extract_boxed(text: Optional[str]) -> Optional[str]:
-    """Content of the last brace-matched ``\\boxed{...}``/``\\fbox{...}`` in `text`, or None.
-
-    Escaped braces (``\\{``, ``\\}``) do not count; a box left open (e.g. output cut at max tokens) and an
-    empty box are skipped in favour of the previous complete one.
-    """
-    if not text:
-        return None
-    for match in reversed(list(_BOX_RE.finditer(text))):
-        start = match.end()
-        depth, i = 1, start
-        while i < len(text):
-            ch = text[i]
-            if ch == "\\":
-                i += 2
-                continue
-            if ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    break
-            i += 1
-        if depth == 0:
-            content = text[start:i].strip()
-            if content:
-                return content
-    return None
-
-
-try:  # the one shared extractor lives in harmony_agent once it lands (docs/architecture.md)
-    from harmony_agent.answer import extract_boxed as _shared_extract_boxed  # type: ignore[import-not-found]
-except Exception:
-    _shared_extract_boxed = None
-
-extract_boxed = _shared_extract_boxed or _local_extract_boxed
 
 _FINAL_RE = re.compile(
     r"<\|channel\|>\s*final\b[^<]*(?:<\|constrain\|>[^<]*)?<\|message\|>(.*?)"
@@ -76,16 +40,16 @@ def final_channel_text(text: Optional[str]) -> Optional[str]:
 
 
 def extract_answer(text: Optional[str], final_text: Optional[str] = None) -> Optional[str]:
-    """The answer: last ``\\boxed{}`` of the final channel first, then of the whole transcript.
+    """The answer: last ``\\boxed{}`` of the final channel first, then of the whole transcript (None if none).
 
     `final_text` is the final-channel text when the caller has it (``Result.final_text``); otherwise the
     final channel is found from the Harmony markers in `text`.
     """
     final = final_text if final_text is not None else final_channel_text(text)
     answer = extract_boxed(final) if final else None
-    if answer is None and text and text is not final:
+    if not answer and text:
         answer = extract_boxed(text)
-    return answer
+    return answer or None  # an empty box is no answer
 
 
 # ---------------------------------------------------------------------------------------------- normalization
@@ -117,7 +81,7 @@ def _whole_box(s: str) -> Optional[str]:
     """Inner text when `s` is exactly one ``\\boxed{...}``, else None."""
     m = _BOX_RE.match(s)
     if m and s.endswith("}"):
-        inner = _local_extract_boxed(s)
+        inner = extract_boxed(s)
         if inner is not None and len(inner) <= len(s) and s[m.end():-1].strip() == inner:
             return inner
     return None
