@@ -1,0 +1,302 @@
+"""Benchmark of the agent loop on the real vLLM engine (CPU build here; the same script runs on a GPU).
+
+Prints its figures and ends with one JSON line:
+``{"loop_vs_raw": .., "continuous_vs_barrier": .., "append_vs_rerender": ..}``
+
+- loop_vs_raw: generated tokens/s of ``Agent`` over raw ``LLM.generate`` on the same engine, model and number of
+  generated tokens, with a python call every ``--call-every`` tokens (target >= 0.95).
+- continuous_vs_barrier: wall time of a round-barrier loop (generate all, run all tools, repeat) over the
+  continuous scheduler, tool latency random in 0-2 s (target >= 1.5).
+- append_vs_rerender: per-turn CPU cost of re-rendering a 100-turn, ~100k-token conversation over appending
+  the new tokens as the loop does (target >= 20).
+
+The model is a random-weight Llama with gpt-oss's 201088-token vocabulary. A logits processor that is active
+only for requests whose stop tokens include ``<|call|>`` (the loop's requests, not the raw baseline's) makes
+every request open a python call header, sample freely, and close the call after ``--call-every`` tokens, so
+the loop parses real calls and runs them (the sampled "code" is junk, so each call is a real SyntaxError
+round trip through the tool runtime).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+_shared_vocab = ROOT.parent / "shared" / "vocab"
+if "TIKTOKEN_ENCODINGS_BASE" not in os.environ and _shared_vocab.is_dir():
+    os.environ["TIKTOKEN_ENCODINGS_BASE"] = str(_shared_vocab)
+
+import torch  # noqa: E402
+from vllm.v1.sample.logits_processor import AdapterLogitsProcessor  # noqa: E402
+
+from harmony_agent import Agent, Task  # noqa: E402
+from harmony_agent import tool_messages as tm  # noqa: E402
+from harmony_agent.encoding import CALL, get_encoding, harmony  # noqa: E402
+from harmony_agent.parsing import find_tool_call, parse_completion  # noqa: E402
+from harmony_agent.prompt import PromptConfig, render_prompt  # noqa: E402
+from harmony_agent.trajectory import Trajectory  # noqa: E402
+
+CALL_HEADER = [200005, 35644, 316, 28, 29010, 3490, 200008]  # <|channel|>analysis to=python code<|message|>
+CALL_EVERY = int(os.environ.get("BENCH_CALL_EVERY", "200"))
+FIRST_SPECIAL = 199998  # ids from here up are special tokens: kept out of the sampled "code"
+
+
+class ForcedCalls(AdapterLogitsProcessor):
+    """Per request with ``<|call|>`` among its stop tokens: a python call header, free tokens, then ``<|call|>``."""
+
+    def is_argmax_invariant(self) -> bool:
+        return False
+
+    def new_req_logits_processor(self, params):
+        if not params.stop_token_ids or CALL not in params.stop_token_ids:
+            return None
+
+        def force(output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
+            n = len(output_ids)
+            if n < len(CALL_HEADER) or n >= CALL_EVERY - 1:
+                token = CALL_HEADER[n] if n < len(CALL_HEADER) else CALL
+                forced = torch.full_like(logits, float("-inf"))
+                forced[token] = 0.0
+                return forced
+            logits[FIRST_SPECIAL:] = float("-inf")
+            return logits
+
+        return force
+
+
+def bench_model(path: Path) -> Path:
+    """A random-weight Llama with the full vocabulary (cached)."""
+    if (path / "config.json").exists():
+        return path
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=201088, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+                         num_attention_heads=2, num_key_value_heads=2, head_dim=64, max_position_embeddings=8192,
+                         tie_word_embeddings=True, eos_token_id=200002, bos_token_id=199998)
+    tmp = path.with_name(path.name + ".tmp")
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp)
+    GenerationConfig(eos_token_id=200002, bos_token_id=199998).save_pretrained(tmp)
+    tmp.rename(path)
+    return path
+
+
+class LatencyPool:
+    """Wraps a session pool: every call first waits a random 0-2 s (seeded per session and call)."""
+
+    def __init__(self, pool, seed: int, low: float = 0.0, high: float = 2.0):
+        self.pool, self.seed, self.low, self.high = pool, seed, low, high
+        self.opened = 0
+        self.lock = threading.Lock()
+
+    def open(self):
+        with self.lock:
+            index, self.opened = self.opened, self.opened + 1
+        session, calls = self.pool.open(), [0]
+        real_run = session.run
+
+        def run(code, timeout=None):
+            rng = random.Random(self.seed * 1_000_003 + index * 1009 + calls[0])
+            calls[0] += 1
+            time.sleep(rng.uniform(self.low, self.high))
+            return real_run(code, timeout=timeout)
+
+        session.run = run
+        return session
+
+    def close(self):
+        pass
+
+
+def problems(n: int) -> list[str]:
+    return [f"Benchmark problem {i}: what is {i} * {i + 7}?" for i in range(n)]
+
+
+def raw_generate(llm, prompts: list[list[int]], max_tokens: int, seed: int) -> tuple[int, float]:
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    params = [SamplingParams(temperature=1.0, max_tokens=max_tokens, ignore_eos=True, detokenize=False,
+                             logprobs=0, seed=seed + i) for i in range(len(prompts))]
+    start = time.perf_counter()
+    outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+    seconds = time.perf_counter() - start
+    return sum(len(o.outputs[0].token_ids) for o in outs), seconds
+
+
+def loop_generate(llm, pool, texts: list[str], max_tokens: int, seed: int, prompt: PromptConfig):
+    agent = Agent(llm=llm, session_pool=pool, max_tokens=max_tokens, max_tool_calls=10_000,
+                  conversation_start_date=prompt.conversation_start_date, temperature=1.0)
+    start = time.perf_counter()
+    results = [r for _, r in agent.stream(Task(t, seed=seed + i) for i, t in enumerate(texts))]
+    seconds = time.perf_counter() - start
+    return results, seconds
+
+
+def barrier_generate(llm, pool, texts: list[str], max_tokens: int, seed: int, prompt: PromptConfig) -> float:
+    """The round-barrier baseline: generate for all, then run all tools, then the next round."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    trajectories = [Trajectory.from_prompt(render_prompt(t, prompt)) for t in texts]
+    sessions = [None] * len(texts)
+    active = list(range(len(texts)))
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(texts)) as workers:
+        turn = 0
+        while active:
+            params = [SamplingParams(temperature=1.0, max_tokens=max_tokens - trajectories[i].num_model_tokens,
+                                     stop_token_ids=[200002, CALL], detokenize=False, logprobs=0,
+                                     seed=seed + i + turn * 1_000_003) for i in active]
+            outs = llm.generate([TokensPrompt(prompt_token_ids=trajectories[i].token_ids) for i in active], params,
+                                use_tqdm=False)
+            calls = []
+            for i, out in zip(active, outs):
+                ids = list(out.outputs[0].token_ids)
+                trajectories[i].append_model(ids, None)
+                call = find_tool_call(parse_completion(ids), ids)
+                if call is not None and trajectories[i].num_model_tokens < max_tokens:
+                    calls.append((i, call))
+
+            def execute(item):
+                i, call = item
+                if sessions[i] is None:
+                    sessions[i] = pool.open()
+                return i, call, sessions[i].run(call.text)
+
+            for i, call, result in workers.map(execute, calls):  # the barrier: every tool of the round
+                trajectories[i].append_tool(tm.render_reply(tm.tool_message("python", result.output, call.channel)))
+            active = [i for i, _ in calls]
+            turn += 1
+    seconds = time.perf_counter() - start
+    for s in sessions:
+        if s is not None:
+            s.close()
+    return seconds
+
+
+def append_vs_rerender(turns: int = 100, total_tokens: int = 100_000) -> dict:
+    """Per-turn CPU cost at the last turn of a long conversation: re-render everything vs append new tokens."""
+    oh = harmony()
+    enc = get_encoding()
+    rng = random.Random(0)
+    words = ["compute", "the", "sum", "of", "residues", "modulo", "prime", "hence", "we", "get", "x", "=", "42"]
+    prompt = PromptConfig(conversation_start_date="2025-01-01")
+    messages = list(__import__("harmony_agent.prompt", fromlist=["prompt_messages"]).prompt_messages("Q", prompt))
+    trajectory = Trajectory.from_prompt(render_prompt("Q", prompt))
+    per_turn = total_tokens // turns
+    completion_ids = []
+    for _ in range(turns):
+        analysis = " ".join(rng.choice(words) for _ in range(per_turn - 120))
+        code = "\n".join(f"x{j} = {rng.randint(0, 10**6)} * {rng.randint(0, 10**6)}" for j in range(8))
+        text = (f"<|channel|>analysis<|message|>{analysis}<|end|><|start|>assistant"
+                f"<|channel|>analysis to=python code<|message|>{code}<|call|>")
+        completion_ids = enc.encode(text, allowed_special="all")
+        parsed = parse_completion(completion_ids)
+        messages.extend(parsed.messages)
+        reply = tm.tool_message("python", str(rng.randint(0, 10**12)) + "\n", "analysis")
+        messages.append(reply)
+        trajectory.append_model(completion_ids, None)
+        trajectory.append_tool(tm.render_reply(reply))
+
+    def rerender():
+        conversation = oh.Conversation.from_messages(messages)
+        return enc.render_conversation_for_completion(conversation, oh.Role.ASSISTANT)
+
+    def append():
+        t = Trajectory(trajectory.token_ids[:], trajectory.loss_mask[:], trajectory.logprobs[:],
+                       trajectory.segments[:], trajectory.prompt_len)
+        start = time.perf_counter()
+        parsed = parse_completion(completion_ids)  # what the loop does with a new completion
+        t.append_model(completion_ids, None)
+        t.append_tool(tm.render_reply(tm.tool_message("python", "123\n", "analysis")))
+        _ = list(t.token_ids)  # the request's prompt copy
+        return time.perf_counter() - start, parsed
+
+    rerender_s = statistics.median(_timed(rerender) for _ in range(7))
+    append_s = statistics.median(append()[0] for _ in range(7))
+    rendered = rerender()
+    return {
+        "tokens": len(trajectory),
+        "rerender_ms": rerender_s * 1e3,
+        "append_ms": append_s * 1e3,
+        "ratio": rerender_s / append_s,
+        "rerender_token_identical": list(rendered) == trajectory.token_ids,
+    }
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trajectories", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=1000, help="generated tokens per trajectory")
+    parser.add_argument("--barrier-trajectories", type=int, default=16)
+    parser.add_argument("--model-dir", type=Path,
+                        default=Path(os.environ.get("HARMONY_AGENT_BENCH_CACHE",
+                                                    Path.home() / ".cache" / "harmony-agent")) / "bench-model")
+    args = parser.parse_args()
+
+    print("append vs re-render (no engine) ...", flush=True)
+    avr = append_vs_rerender()
+    print(f"  {avr['tokens']} tokens, 100 turns: re-render {avr['rerender_ms']:.2f} ms/turn, append "
+          f"{avr['append_ms']:.3f} ms/turn -> {avr['ratio']:.1f}x; re-render token-identical to the model's "
+          f"tokens: {avr['rerender_token_identical']}")
+
+    args.model_dir.parent.mkdir(parents=True, exist_ok=True)
+    model = bench_model(args.model_dir)
+    from vllm import LLM
+
+    from tool_runtime import SessionPool
+
+    llm = LLM(model=str(model), skip_tokenizer_init=True, enforce_eager=True, max_model_len=8192,
+              enable_prefix_caching=True, kv_cache_memory_bytes=1 << 30, logits_processors=[ForcedCalls],
+              seed=0)
+    prompt = PromptConfig(conversation_start_date="2025-01-01")
+    texts = problems(args.trajectories)
+    prompts = [render_prompt(t, prompt) for t in texts]
+
+    with SessionPool(max_sessions=max(args.trajectories, args.barrier_trajectories) + 4, timeout=10.0) as pool:
+        raw_generate(llm, prompts[:4], 64, seed=0)  # warm-up
+        loop_generate(llm, pool, texts[:4], 2 * CALL_EVERY, 0, prompt)
+        raw_rates, loop_rates, calls = [], [], 0
+        for rep in range(2):
+            tokens, seconds = raw_generate(llm, prompts, args.tokens, seed=100 * rep)
+            raw_rates.append(tokens / seconds)
+            results, seconds = loop_generate(llm, pool, texts, args.tokens, 100 * rep, prompt)
+            loop_rates.append(sum(r.num_model_tokens for r in results) / seconds)
+            calls = sum(len(r.tool_calls) for r in results)
+        raw_rate, loop_rate = max(raw_rates), max(loop_rates)
+        print(f"loop vs raw: {args.trajectories} trajectories x {args.tokens} tokens, a call every {CALL_EVERY} "
+              f"tokens ({calls} calls): raw {raw_rate:.0f} tok/s, loop {loop_rate:.0f} tok/s "
+              f"-> {loop_rate / raw_rate:.3f} (best of 2 each; all: raw {[round(r) for r in raw_rates]}, "
+              f"loop {[round(r) for r in loop_rates]})")
+
+        texts_b = problems(args.barrier_trajectories)
+        barrier_s = barrier_generate(llm, LatencyPool(pool, seed=1), texts_b, args.tokens, 7, prompt)
+        _, continuous_s = loop_generate(llm, LatencyPool(pool, seed=1), texts_b, args.tokens, 7, prompt)
+        print(f"continuous vs barrier: {args.barrier_trajectories} trajectories, tool latency U(0, 2) s: "
+              f"barrier {barrier_s:.1f} s, continuous {continuous_s:.1f} s -> {barrier_s / continuous_s:.2f}x")
+
+    print(json.dumps({"loop_vs_raw": round(loop_rate / raw_rate, 3),
+                      "continuous_vs_barrier": round(barrier_s / continuous_s, 2),
+                      "append_vs_rerender": round(avr["ratio"], 1)}))
+
+
+if __name__ == "__main__":
+    main()
