@@ -1,0 +1,262 @@
+"""harmony-generate: synthetic data with the same agent, knobs and resumable output as harmony-eval.
+
+``harmony-generate --input-file problems.jsonl --output-dir DIR`` writes ``DIR/output-rs<seed>.jsonl``.
+``--num-chunks N --chunk-id I`` takes the I-th of N contiguous slices of the input (one per machine, e.g.
+a Slurm array task) and writes ``DIR/chunks/chunk-I-of-N/``; ``harmony-generate merge DIR`` joins finished
+chunks into ``DIR/output-rs<seed>.jsonl`` in input order.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from evals.cli import _Parser, add_agent_arguments, agent_options, run_cli
+from evals.data import read_jsonl_rows, normalize_records
+from evals.errors import EvalError
+from evals.output import SampleStore, check_run_config, read_records, seed_files, write_json_atomic
+from evals.runner import (AIME_PROMPT, AgentSettings, ProgressBar, WorkItem, _progress_enabled, create_agent,
+                          render_prompt, run_items)
+
+__all__ = ["generate", "merge_chunks", "chunk_dir", "main"]
+
+_CHUNK_RE = re.compile(r"^chunk-(\d+)-of-(\d+)$")
+MANIFEST = "manifest.json"
+
+
+def chunk_dir(output_dir: str | Path, chunk_id: int, num_chunks: int) -> Path:
+    """Folder of one chunk: ``DIR/chunks/chunk-<I>-of-<N>``."""
+    return Path(output_dir) / "chunks" / f"chunk-{chunk_id}-of-{num_chunks}"
+
+
+def _chunk_slice(count: int, chunk_id: int, num_chunks: int) -> slice:
+    return slice(chunk_id * count // num_chunks, (chunk_id + 1) * count // num_chunks)
+
+
+def generate(
+    input_file: str | Path,
+    output_dir: str | Path,
+    *,
+    prompt_template: str = AIME_PROMPT,
+    id_field: str = "id",
+    answer_field: Optional[str] = None,
+    num_samples: int = 1,
+    seed: int = 0,
+    limit: Optional[int] = None,
+    num_chunks: int = 1,
+    chunk_id: int = 0,
+    model: Optional[str] = None,
+    python: bool = True,
+    reasoning_effort: str = "high",
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    tokens_to_generate: int = 120000,
+    max_code_executions: int = 100,
+    code_timeout: float = 10.0,
+    max_code_output_chars: int = 1000,
+    engine_kwargs: Optional[Mapping[str, Any]] = None,
+    save_tokens: bool = False,
+    grade_timeout: float = 5.0,
+    agent: Any = None,
+    agent_factory: Optional[Callable[..., Any]] = None,
+    progress: Optional[bool] = None,
+) -> dict[str, Any]:
+    """Generate `num_samples` samples per input record (this chunk's share); resumes what is on disk.
+
+    Each output line is the input record plus ``id``, ``prompt``, ``seed`` and the fields harmony-eval
+    writes; with `answer_field` the answer is graded too (``symbolic_correct``). Returns a summary dict.
+    """
+    if num_chunks < 1 or not 0 <= chunk_id < num_chunks:
+        raise EvalError(f"--chunk-id {chunk_id} with --num-chunks {num_chunks}: need 0 <= chunk-id < num-chunks")
+    if num_samples < 1:
+        raise EvalError("--num-samples must be at least 1")
+    if limit is not None and limit < 1:
+        raise EvalError("--limit must be at least 1")
+    records = normalize_records(read_jsonl_rows(input_file), source=str(input_file), problem_field=None,
+                                answer_field=answer_field, id_field=id_field)
+    if limit is not None:
+        records = records[:limit]
+    records = records[_chunk_slice(len(records), chunk_id, num_chunks)]
+    prompts = [render_prompt(prompt_template, r, f"{input_file} record {r['id']!r}") for r in records]
+    seeds = list(range(seed, seed + num_samples))
+
+    folder = Path(output_dir) if num_chunks == 1 else chunk_dir(output_dir, chunk_id, num_chunks)
+    store = SampleStore(folder)
+    settings = AgentSettings(model, python, reasoning_effort, temperature, top_p, tokens_to_generate,
+                             max_code_executions, code_timeout, max_code_output_chars, dict(engine_kwargs or {}))
+    config = {**settings.sample_config(), "prompt_template": prompt_template}
+    if agent is not None and model is None:
+        config.pop("model")
+    check_run_config(folder, config, write=False)
+    manifest = {"input_file": str(Path(input_file).resolve()), "num_chunks": num_chunks, "chunk_id": chunk_id,
+                "seeds": seeds, "ids": [r["id"] for r in records]}
+    if num_chunks > 1:
+        _check_manifest(folder, manifest)
+
+    items: list[WorkItem] = []
+    for s in seeds:
+        done = store.done_ids(s)
+        for rec, prompt in zip(records, prompts):
+            if rec["id"] not in done:
+                items.append(WorkItem(store, {**rec, "prompt": prompt}, s, prompt, ("generate", rec["id"], s)))
+
+    owned = agent is None
+    bar: Optional[ProgressBar] = None
+    total = len(records) * len(seeds)
+    try:
+        if items:
+            if owned:
+                agent = create_agent(settings, agent_factory)
+            check_run_config(folder, config, write=True)
+            if num_chunks > 1:
+                write_json_atomic(folder / MANIFEST, manifest)
+            bar = ProgressBar(_progress_enabled(progress), f"generate {folder.name}", total, total - len(items))
+            run_items(items, agent, save_tokens=save_tokens, grade_timeout=grade_timeout, progress=bar)
+        elif num_chunks > 1 and not (folder / MANIFEST).exists():
+            write_json_atomic(folder / MANIFEST, manifest)
+    finally:
+        if bar is not None:
+            bar.close()
+        store.close()
+        if owned and agent is not None and hasattr(agent, "close"):
+            agent.close()
+    return {"output_dir": str(folder), "records": len(records), "samples": total, "generated": len(items)}
+
+
+def _check_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
+    path = folder / MANIFEST
+    if not path.exists():
+        return
+    stored = _read_manifest(path)
+    for key in ("ids", "seeds"):
+        if stored.get(key) != manifest[key]:
+            raise EvalError(f"{folder} was made from another input or --seed/--num-samples/--limit ({key} differ); "
+                            "use another --output-dir or the original settings")
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise EvalError(f"{path}: unreadable manifest ({e}); rerun that chunk") from None
+    return data
+
+
+def merge_chunks(output_dir: str | Path, *, allow_incomplete: bool = False) -> dict[str, Any]:
+    """Join ``DIR/chunks/chunk-*-of-N`` into ``DIR/output-rs<seed>.jsonl`` (input order, one line per sample).
+
+    Refuses (EvalError listing what is missing) unless every chunk is complete or `allow_incomplete`.
+    """
+    base = Path(output_dir)
+    found: dict[int, dict[int, Path]] = {}
+    root = base / "chunks"
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        m = _CHUNK_RE.match(d.name)
+        if m and d.is_dir():
+            found.setdefault(int(m.group(2)), {})[int(m.group(1))] = d
+    if not found:
+        raise EvalError(f"no chunk folders under {root}; run harmony-generate with --num-chunks first")
+    if len(found) > 1:
+        raise EvalError(f"{root} mixes chunkings ({', '.join(f'of-{n}' for n in sorted(found))}); "
+                        "keep one --num-chunks per output dir")
+    (num_chunks, chunks), = found.items()
+    problems: list[str] = []
+    per_seed: dict[int, list[dict]] = {}
+    for cid in range(num_chunks):
+        d = chunks.get(cid)
+        if d is None or not (d / MANIFEST).exists():
+            problems.append(f"chunk {cid} not started")
+            continue
+        man = _read_manifest(d / MANIFEST)
+        missing = 0
+        for s in man["seeds"]:
+            by_id: dict[str, dict] = {}
+            for rec in read_records(d / f"output-rs{s}.jsonl"):
+                by_id.setdefault(str(rec.get("id")), rec)
+            for rid in man["ids"]:
+                if rid in by_id:
+                    per_seed.setdefault(int(s), []).append(by_id[rid])
+                else:
+                    missing += 1
+        if missing:
+            problems.append(f"chunk {cid} lacks {missing} of {len(man['ids']) * len(man['seeds'])} samples")
+    if problems and not allow_incomplete:
+        raise EvalError(f"cannot merge {base}: {'; '.join(problems)}; run the missing chunks (same command) "
+                        "or pass --allow-incomplete")
+    for s, stale in seed_files(base).items():  # a previous merge with more seeds must not linger
+        if s not in per_seed:
+            os.remove(stale)
+    for s, recs in sorted(per_seed.items()):
+        _write_jsonl_atomic(base / f"output-rs{s}.jsonl", recs)
+    return {"num_chunks": num_chunks, "seeds": sorted(per_seed), "samples": sum(map(len, per_seed.values())),
+            "incomplete": problems}
+
+
+def _write_jsonl_atomic(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="harmony-generate", description="Generate samples (synthetic data) for a JSONL input; "
+                "resumable. `harmony-generate merge DIR` joins --num-chunks outputs.")
+    p.add_argument("--input-file", required=True, help="JSONL, one record per line")
+    p.add_argument("--output-dir", required=True)
+    tg = p.add_mutually_exclusive_group()
+    tg.add_argument("--prompt-template", help="user message: str.format over the record's fields, used verbatim "
+                    "(no escape processing); default: the AIME prompt over {problem}")
+    tg.add_argument("--prompt-template-file", help="read the template from this file")
+    p.add_argument("--id-field", default="id", help="unique id field (missing: the line's position)")
+    p.add_argument("--answer-field", help="grade against this field (adds symbolic_correct)")
+    p.add_argument("--num-samples", type=int, default=1, help="samples per record (seeds SEED..SEED+N-1)")
+    p.add_argument("--num-chunks", type=int, default=1, help="split the input into N contiguous chunks")
+    p.add_argument("--chunk-id", type=int, default=0, help="which chunk this process does (0..N-1)")
+    add_agent_arguments(p)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None, agent_factory: Optional[Callable[..., Any]] = None) -> int:
+    """Entry point of ``harmony-generate``; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+
+    def body() -> int:
+        if argv[:1] == ["merge"]:
+            mp = _Parser(prog="harmony-generate merge", description="Join finished chunks.")
+            mp.add_argument("output_dir")
+            mp.add_argument("--allow-incomplete", action="store_true", help="merge what is there")
+            a = mp.parse_args(argv[1:])
+            info = merge_chunks(a.output_dir, allow_incomplete=a.allow_incomplete)
+            print(f"merged {info['num_chunks']} chunks: {info['samples']} samples into "
+                  f"{a.output_dir}/output-rs{{{','.join(map(str, info['seeds']))}}}.jsonl")
+            for note in info["incomplete"]:
+                print(f"warning: {note}", file=sys.stderr)
+            return 0
+        args = build_parser().parse_args(argv)
+        template = args.prompt_template
+        if args.prompt_template_file:
+            try:
+                template = Path(args.prompt_template_file).read_text(encoding="utf-8").removesuffix("\n")
+            except OSError as e:
+                raise EvalError(f"cannot read --prompt-template-file {args.prompt_template_file!r}: "
+                                f"{e.strerror}") from None
+        info = generate(args.input_file, args.output_dir, prompt_template=template or AIME_PROMPT,
+                        id_field=args.id_field, answer_field=args.answer_field, num_samples=args.num_samples,
+                        num_chunks=args.num_chunks, chunk_id=args.chunk_id, agent_factory=agent_factory,
+                        **agent_options(args))
+        print(f"{info['samples']} samples ({info['generated']} generated now) in {info['output_dir']}")
+        return 0
+
+    return run_cli("harmony-generate", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
