@@ -1,0 +1,264 @@
+"""The code that runs inside a session process: isolation set-up after fork, then the cell loop.
+
+The template (template.py) builds one IPython shell, warms it up and forks; each fork calls `session_main`,
+which locks itself down (own process group, parent-death signal, cgroups, empty network namespace, rlimits,
+unprivileged uid, private work dir), replaces stdio with bounded capture, says "ready" and then answers
+`run` frames until its channel closes. Nothing here trusts the cells it runs: the parent treats every frame
+it gets back as untrusted data (protocol.py).
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from typing import Any, NoReturn
+
+from . import limits
+from .config import RuntimeConfig
+from .output import BoundedWriter, FdCapture, NoStdin
+from .protocol import FrameReader, PeerClosed, ProtocolError, send_frame
+from .result import SYSTEM_EXIT_NOTE
+
+MAX_REQUEST_BYTES = 64 << 20   # code sent by the parent
+
+
+def max_reply_bytes(max_output_chars: int) -> int:
+    """Cap for frames a session sends: its output is bounded, so its frames are too."""
+    return 64 * 1024 + 8 * max_output_chars
+
+
+# --------------------------------------------------------------------------------------------- the shell
+
+def make_shell():
+    """The IPython shell every session inherits: no history (no sqlite thread), no colours, plain tracebacks,
+    no output cache (no "Out[n]:" prompt and no references kept to big results)."""
+    import warnings
+
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    class SessionShell(InteractiveShell):
+        runner: "CellRunner | None" = None
+
+        def ask_exit(self) -> None:  # exit()/quit(): noted after the cell, the session keeps running
+            self.exit_now = True
+
+        def showtraceback(self, exc_tuple=None, filename=None, tb_offset=None, exception_only=False,
+                          running_compiled_code=False):
+            etype, value, _ = exc_tuple if exc_tuple is not None else sys.exc_info()
+            runner = self.runner
+            if etype is KeyboardInterrupt and runner is not None and runner.interrupted:
+                return  # our own timeout interrupt: the parent writes the timeout message instead
+            if etype is not None and issubclass(etype, SystemExit):
+                code = getattr(value, "code", None)
+                print("SystemExit" if code is None else f"SystemExit: {code}")
+                print(SYSTEM_EXIT_NOTE)
+                return
+            super().showtraceback(exc_tuple, filename, tb_offset, exception_only, running_compiled_code)
+
+    warnings.filterwarnings("ignore", message="To exit: use")
+    cfg = Config()
+    cfg.HistoryManager.enabled = False
+    cfg.InteractiveShell.colors = "NoColor"
+    cfg.InteractiveShell.xmode = "Plain"
+    cfg.InteractiveShell.cache_size = 0
+    cfg.InteractiveShell.autoindent = False
+    return SessionShell.instance(config=cfg)
+
+
+def warm_up(shell, code: str, error_code: str) -> str:
+    """Run the warm-up cells with output captured, then forget everything they defined."""
+    import io
+    before = set(shell.user_ns)
+    buf = io.StringIO()
+    saved = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = buf
+    try:
+        shell.run_cell(code, store_history=True)
+        shell.run_cell(error_code, store_history=True)
+    finally:
+        sys.stdout, sys.stderr = saved
+    for name in set(shell.user_ns) - before:
+        del shell.user_ns[name]
+    shell.history_manager.reset(new_session=False)
+    shell.execution_count = 1
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------- one cell
+
+class CellRunner:
+    """Runs cells in the shell with all output in one BoundedWriter; SIGINT interrupts only a running cell."""
+
+    def __init__(self, shell, writer: BoundedWriter):
+        self.shell = shell
+        self.writer = writer
+        self.stdin = NoStdin()
+        self.running = False
+        self.interrupted = False
+        shell.runner = self
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.running:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        # An interrupt that arrives between cells (a timeout racing the end of the cell) is ignored.
+
+    def _install(self) -> None:
+        sys.stdout = sys.stderr = self.writer
+        sys.stdin = self.stdin
+        signal.signal(signal.SIGINT, self._on_sigint)
+
+    def run(self, code: str) -> dict[str, Any]:
+        shell = self.shell
+        self._install()
+        self.writer.begin()
+        self.interrupted = False
+        status = "ok"
+        started = time.perf_counter()
+        try:
+            self.running = True
+            try:
+                result = shell.run_cell(code, store_history=True)
+            finally:
+                self.running = False
+            err = result.error_before_exec or result.error_in_exec
+            if err is not None:
+                if isinstance(err, SystemExit) and err.code in (None, 0):
+                    status = "ok"
+                else:
+                    status = "error"
+        except KeyboardInterrupt:  # arrived outside the user's code, inside IPython's machinery
+            self.running = False
+            self.interrupted = True
+            status = "error"
+        except BaseException:  # noqa: BLE001 - a failure of the machinery itself is reported, not fatal
+            self.running = False
+            status = "error"
+            self.writer.write(traceback.format_exc(limit=-3))
+        seconds = time.perf_counter() - started
+        exit_requested = bool(shell.exit_now)
+        shell.exit_now = False
+        text, cut = self.writer.end()
+        self._install()  # the cell may have replaced sys.stdout, sys.stdin or the SIGINT handler
+        return {"op": "done", "output": text, "cut": cut, "status": status, "interrupted": self.interrupted,
+                "exit_requested": exit_requested, "seconds": seconds}
+
+
+# --------------------------------------------------------------------------------------------- the process
+
+def _reseed() -> None:
+    random.seed()
+    np_random = sys.modules.get("numpy.random")
+    if np_random is not None:
+        np_random.seed(int.from_bytes(os.urandom(4), "little"))
+
+
+def _setup(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """Isolation steps in order; any failure of a step the plan promises raises (the session must not run)."""
+    os.setsid()
+    limits.set_parent_death_signal(signal.SIGKILL)
+    gpid = limits.global_pid()
+
+    devnull = os.open("/dev/null", os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+
+    if spec.get("cgroups"):
+        limits.Cgroups.join(spec["cgroups"])
+    if plan["net_namespace"]:
+        limits.unshare(limits.CLONE_NEWNET)
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")  # under memory pressure the kernel kills a session before the user's process
+    except OSError:
+        pass
+    if cfg.nice:
+        os.nice(cfg.nice)
+
+    users = plan["users"]
+    uid = cfg.uid_base + gpid if users else os.getuid()
+    gid = uid if users else os.getgid()
+    workdir = spec["workdir"]
+    os.mkdir(workdir, 0o700)
+    if users:
+        os.chown(workdir, uid, gid)
+    os.chdir(workdir)
+
+    applied = limits.apply_rlimits(
+        address_space=spec["vm_size"] + cfg.memory_limit, file_bytes=cfg.max_file_bytes,
+        open_files=cfg.max_open_files, cpu_seconds=cfg.cpu_seconds,
+        processes=cfg.max_processes if users else None)
+    os.umask(0o077)
+    if users:
+        limits.drop_privileges(uid, gid)
+    else:
+        limits.prctl(limits.PR_SET_NO_NEW_PRIVS, 1)
+
+    os.environ.update(HOME=workdir, TMPDIR=workdir, PWD=workdir, USER="session", LOGNAME="session")
+    tempfile.tempdir = None
+    _reseed()
+    return {"pid": gpid, "ns_pid": os.getpid(), "uid": os.getuid(), "rlimits": applied}
+
+
+def session_main(channel: socket.socket, shell, cfg: RuntimeConfig, plan: dict[str, Any],
+                 spec: dict[str, Any]) -> NoReturn:
+    """Entry point of a forked session. Never returns: the process ends with os._exit."""
+    reply_cap = max_reply_bytes(cfg.max_output_chars)
+    try:
+        facts = _setup(cfg, plan, spec)
+        capture = FdCapture()
+        writer = BoundedWriter(cfg.max_output_chars, capture)
+        capture.writer = writer
+        runner = CellRunner(shell, writer)
+        runner._install()
+        capture.start()
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which refuses the session
+        try:
+            send_frame(channel, {"op": "failed", "error": f"{type(exc).__name__}: {exc}"}, reply_cap)
+        finally:
+            os._exit(70)
+
+    my_pid = os.getpid()
+
+    def poison_channel() -> None:
+        # A process forked by a cell must not be able to talk on the session's channel.
+        try:
+            channel.close()
+        except OSError:
+            pass
+        writer.after_fork_in_child()
+        capture.after_fork_in_child()
+
+    os.register_at_fork(before=capture.before_fork, after_in_parent=capture.after_fork_in_parent,
+                        after_in_child=poison_channel)
+
+    try:
+        send_frame(channel, {"op": "ready", **facts}, reply_cap)
+        reader = FrameReader(channel, MAX_REQUEST_BYTES)
+        while True:
+            try:
+                request = reader.read()
+            except (PeerClosed, ProtocolError, OSError):
+                break
+            if os.getpid() != my_pid:
+                break  # a forked copy that returned into this loop
+            op = request.get("op")
+            if op == "run":
+                reply = runner.run(str(request.get("code", "")))
+                reply["id"] = request.get("id")
+            elif op == "ping":
+                reply = {"op": "pong", "id": request.get("id")}
+            else:
+                reply = {"op": "unknown", "id": request.get("id")}
+            if os.getpid() != my_pid:
+                break
+            send_frame(channel, reply, reply_cap)
+    except BaseException:  # noqa: BLE001 - nothing to report to: the parent sees EOF and restarts us
+        pass
+    os._exit(0)

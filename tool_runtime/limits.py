@@ -1,0 +1,308 @@
+"""Isolation primitives for session processes (Linux): namespaces, cgroups, rlimits, privileges.
+
+Everything here is a thin, explicit wrapper around one kernel mechanism, called through ctypes because the
+standard library does not expose unshare/setns/prctl/mount. Functions raise OSError with the failing call named;
+the callers (template.py, child.py) decide what is optional and record what is in force.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import resource
+import signal
+from pathlib import Path
+from typing import Iterable
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_NO_NEW_PRIVS = 38
+
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+
+CAP_SYS_ADMIN = 21
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(ctypes.c_int(flags)), f"unshare({flags:#x})")
+
+
+def setns(fd: int, nstype: int) -> None:
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), f"setns({nstype:#x})")
+
+
+def prctl(option: int, arg: int = 0) -> None:
+    _check(_libc.prctl(option, arg, 0, 0, 0), f"prctl({option})")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = lambda s: None if s is None else os.fsencode(s)  # noqa: E731
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount({target})")
+
+
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send `sig` when the parent (strictly: the parent *thread*) exits."""
+    prctl(PR_SET_PDEATHSIG, int(sig))
+
+
+def has_capability(cap: int) -> bool:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> cap & 1)
+    return False
+
+
+def global_pid() -> int:
+    """This process's pid as the host (the /proc mount's namespace) sees it, also inside a new PID namespace."""
+    return int(os.readlink("/proc/self"))
+
+
+def vm_size() -> int:
+    """Bytes of address space this process maps now (VmSize)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmSize in /proc/self/status")
+
+
+def thread_count() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+# --------------------------------------------------------------------------------------------- rlimits
+
+def apply_rlimits(*, address_space: int, file_bytes: int, open_files: int, cpu_seconds: int,
+                  processes: int | None) -> dict[str, int]:
+    """Set soft = hard limits for this process and its future children; returns what was set."""
+    wanted = {
+        "RLIMIT_AS": address_space,
+        "RLIMIT_FSIZE": file_bytes,
+        "RLIMIT_NOFILE": open_files,
+        "RLIMIT_CORE": 0,
+        "RLIMIT_CPU": cpu_seconds,
+    }
+    if processes is not None:
+        wanted["RLIMIT_NPROC"] = processes
+    for name, value in wanted.items():
+        resource.setrlimit(getattr(resource, name), (value, value))
+    return wanted
+
+
+# --------------------------------------------------------------------------------------------- privileges
+
+def drop_privileges(uid: int, gid: int) -> None:
+    """Become uid/gid for good: no supplementary groups, no capabilities, no setuid-binary escalation."""
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    # setuid cleared "dumpable"; without it the process cannot read its own /proc/self/{fd,maps,...}.
+    prctl(PR_SET_DUMPABLE, 1)
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+# --------------------------------------------------------------------------------------------- mount namespace
+
+def _others_can_traverse(path: str) -> bool:
+    st = os.stat(path)
+    return bool(st.st_mode & 0o001)
+
+
+def _first_blocked(path: str) -> tuple[str, str] | None:
+    """The first ancestor of `path` that "others" cannot traverse, and the child name needed below it."""
+    parts = Path(path).parts
+    cur = "/"
+    for name in parts[1:]:
+        if not _others_can_traverse(cur):
+            return cur, name
+        cur = os.path.join(cur, name)
+        if not os.path.isdir(cur):
+            return None
+    return None
+
+
+def expose_paths(paths: Iterable[str], max_rounds: int = 8) -> list[str]:
+    """Make `paths` reachable for unprivileged uids in this (private) mount namespace, and nothing else.
+
+    A directory on the way that "others" cannot traverse (e.g. /root, mode 0700, holding a pyenv) is covered by
+    a small tmpfs that contains bind mounts of only the needed children, so an unprivileged session can import
+    from the Python installation while the rest of that directory (dotfiles, tokens) stays invisible.
+    The caller must already be in its own mount namespace with private propagation. Returns the covered dirs.
+    """
+    paths = sorted({os.path.realpath(p) for p in paths if p and os.path.exists(p)})
+    covered: list[str] = []
+    for _ in range(max_rounds):
+        blocked: dict[str, set[str]] = {}
+        for p in paths:
+            hit = _first_blocked(p)
+            if hit:
+                blocked.setdefault(hit[0], set()).add(hit[1])
+        if not blocked:
+            return covered
+        for directory, names in sorted(blocked.items()):
+            keep = {}
+            for name in sorted(names):
+                src = os.path.join(directory, name)
+                keep[name] = (os.open(src, os.O_PATH | os.O_CLOEXEC), os.path.isdir(src))
+            mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
+            for name, (fd, is_dir) in keep.items():
+                target = os.path.join(directory, name)
+                if is_dir:
+                    os.mkdir(target, 0o755)
+                else:
+                    open(target, "w").close()
+                mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+                os.close(fd)
+            covered.append(directory)
+    raise RuntimeError(f"could not expose {paths} within {max_rounds} rounds")
+
+
+def private_mount_namespace() -> None:
+    """Enter a new mount namespace whose mounts never propagate back to the host."""
+    unshare(CLONE_NEWNS)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+# --------------------------------------------------------------------------------------------- cgroups
+
+def _mountinfo() -> list[tuple[str, str, str, set[str]]]:
+    """(mount root, mount point, fstype, super options) for every cgroup mount."""
+    out = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        f, r = left.split(), right.split()
+        if r and r[0] in ("cgroup", "cgroup2"):
+            out.append((f[3], f[4], r[0], set(r[2].split(",")) if len(r) > 2 else set()))
+    return out
+
+
+def _own_cgroups() -> dict[str, str]:
+    """controller -> this process's cgroup path; the v2 hierarchy is under the key ''."""
+    out = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for c in controllers.split(",") if controllers else [""]:
+            out[c] = path
+    return out
+
+
+def _under(mount_root: str, mount_point: str, path: str) -> str:
+    if mount_root != "/" and path.startswith(mount_root):
+        path = path[len(mount_root):] or "/"
+    return os.path.join(mount_point, path.lstrip("/"))
+
+
+class Cgroups:
+    """One directory per controller for a pool, and one per session below it.
+
+    cgroup v1 hierarchies `pids` and `memory` are used when writable (as root in most VMs); otherwise a cgroup v2
+    tree when its controllers can be delegated. `available` says which controllers are in force; `errors` why not.
+    """
+
+    LIMIT_FILES = {
+        ("pids", 1): "pids.max", ("memory", 1): "memory.limit_in_bytes",
+        ("pids", 2): "pids.max", ("memory", 2): "memory.max",
+    }
+
+    def __init__(self, name: str, controllers: Iterable[str] = ("pids", "memory")):
+        self.name = name
+        self.dirs: dict[str, tuple[str, int]] = {}   # controller -> (pool dir, cgroup version)
+        self.errors: dict[str, str] = {}
+        own = _own_cgroups()
+        mounts = _mountinfo()
+        for controller in controllers:
+            try:
+                self.dirs[controller] = self._make_pool_dir(controller, own, mounts)
+            except Exception as exc:  # noqa: BLE001 - recorded and reported in pool.info
+                self.errors[controller] = str(exc)
+
+    @property
+    def available(self) -> list[str]:
+        return sorted(self.dirs)
+
+    def _make_pool_dir(self, controller, own, mounts) -> tuple[str, int]:
+        for root, point, fstype, opts in mounts:
+            if fstype == "cgroup" and controller in opts and controller in own:
+                parent = _under(root, point, own[controller])
+                self._remove_stale(parent)
+                d = os.path.join(parent, self.name)
+                os.makedirs(d, exist_ok=True)
+                return d, 1
+        for root, point, fstype, _ in mounts:
+            if fstype == "cgroup2" and "" in own:
+                parent = _under(root, point, own[""])
+                avail = Path(parent, "cgroup.controllers").read_text().split()
+                if controller not in avail:
+                    continue
+                enabled = Path(parent, "cgroup.subtree_control").read_text().split()
+                if controller not in enabled:
+                    Path(parent, "cgroup.subtree_control").write_text(f"+{controller}")
+                self._remove_stale(parent)
+                d = os.path.join(parent, self.name)
+                os.makedirs(d, exist_ok=True)
+                Path(d, "cgroup.subtree_control").write_text(f"+{controller}")
+                return d, 2
+        raise OSError(errno.ENOENT, f"no writable cgroup hierarchy with the {controller} controller")
+
+    @staticmethod
+    def _remove_stale(parent: str) -> None:
+        """Remove empty leftovers of pools whose template died without cleaning up."""
+        for entry in os.scandir(parent):
+            if entry.is_dir() and entry.name.startswith("tool_runtime-"):
+                pid = entry.name.rsplit("-", 1)[-1]
+                if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                    _rmdir_tree(entry.path)
+
+    def make_session(self, sub: str, *, pids_max: int, memory_max: int) -> dict[str, str]:
+        """Create the session's cgroup directories with their limits; returns controller -> dir."""
+        out = {}
+        for controller, (pool_dir, version) in self.dirs.items():
+            d = os.path.join(pool_dir, sub)
+            os.mkdir(d)
+            value = pids_max if controller == "pids" else memory_max
+            Path(d, self.LIMIT_FILES[(controller, version)]).write_text(str(value))
+            out[controller] = d
+        return out
+
+    @staticmethod
+    def join(dirs: dict[str, str]) -> None:
+        """Move the calling process into the given cgroups ("0" means the writer itself)."""
+        for d in dirs.values():
+            Path(d, "cgroup.procs").write_text("0")
+
+    @staticmethod
+    def remove_session(dirs: dict[str, str]) -> None:
+        for d in dirs.values():
+            _rmdir_tree(d)
+
+    def remove_all(self) -> None:
+        for pool_dir, _ in self.dirs.values():
+            _rmdir_tree(pool_dir)
+
+
+def _rmdir_tree(path: str) -> None:
+    """rmdir a cgroup directory and its sub-cgroups (cgroup dirs can only be removed empty and bottom-up)."""
+    try:
+        for entry in os.scandir(path):
+            if entry.is_dir(follow_symlinks=False):
+                _rmdir_tree(entry.path)
+        os.rmdir(path)
+    except OSError:
+        pass

@@ -1,0 +1,306 @@
+"""SessionPool: owns the template process, bounds the number of live sessions, cleans everything up.
+
+    with SessionPool(max_sessions=256, timeout=10.0, max_output_chars=1000) as pool:
+        session = pool.open()
+        session.run("x = 21 * 2\\nx").output   # "42\\n"
+
+`open` and `Session.run` are thread-safe. If the template dies (it never runs model code, but the OOM killer
+may pick it), the next `open` starts a new one; sessions of the old one are gone and report state_lost.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from typing import Any, Iterable
+
+from .config import GiB, RuntimeConfig
+from .launcher import TemplateError, TemplateHandle
+from .protocol import PeerClosed, ProtocolError
+from .session import Session, SessionClosedError, _Proc
+
+__all__ = ["SessionPool", "PoolExhaustedError", "TemplateError"]
+
+
+class PoolExhaustedError(RuntimeError):
+    """`open()` found no free slot within `open_timeout` seconds (max_sessions sessions are open)."""
+
+
+_live_pools: "weakref.WeakSet[SessionPool]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A child of the user's process (e.g. a data-loader worker) must not hold or use the pool's sockets.
+    for pool in list(_live_pools):
+        pool._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _finalize(template: TemplateHandle, root: str) -> None:
+    """Last-resort cleanup when a pool is garbage-collected or the interpreter exits without close()."""
+    try:
+        template.shutdown(timeout=5)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class SessionPool:
+    """Forked, persistent, isolated IPython sessions.
+
+    max_sessions      live sessions at most; `open()` beyond that waits up to `open_timeout` seconds for a
+                      slot, then raises PoolExhaustedError (open_timeout=0: raise at once; None: wait forever)
+    timeout           default per-cell time limit in seconds (`run(code, timeout=...)` overrides it)
+    max_output_chars  characters of cell output the model reads; more is cut with "<output cut>"
+    interrupt_grace   seconds a timed-out cell gets to stop after SIGINT before its session is killed
+    memory_limit      bytes of address space a session may add to the template's (RLIMIT_AS); also the limit
+                      of its memory cgroup when one is available
+    max_file_bytes    largest file a session may write (RLIMIT_FSIZE)
+    max_open_files    RLIMIT_NOFILE
+    max_processes     processes + threads per session (pids cgroup; RLIMIT_NPROC under a per-session uid)
+    cpu_seconds       RLIMIT_CPU backstop per session process
+    preload           modules imported once in the template and shared by all sessions
+    network           False (default): sessions have no network (empty network namespace) where permitted
+    isolate_users     as root, run each session under its own unprivileged uid (uid_base + pid)
+    spare_sessions    sessions the template keeps forked and set up ahead of time, so `open()` returns in about
+                      a millisecond (0: fork on demand; each spare costs a few MiB)
+    workdir_root      where the pool's private directory is created (default: the system temp dir)
+    start_timeout     seconds the template may take to start (imports + warm-up)
+    python            interpreter for the template (default: sys.executable)
+    """
+
+    def __init__(self, max_sessions: int = 256, timeout: float = 10.0, max_output_chars: int = 1000, *,
+                 interrupt_grace: float = 2.0, open_timeout: float | None = 60.0,
+                 memory_limit: int = 4 * GiB, max_file_bytes: int = 1 * GiB, max_open_files: int = 1024,
+                 max_processes: int = 64, cpu_seconds: int = 3600,
+                 preload: Iterable[str] = ("numpy", "sympy"), network: bool = False,
+                 isolate_users: bool = True, uid_base: int = 2_000_000_000, nice: int = 0,
+                 spare_sessions: int = 2,
+                 warmup: str | None = None, workdir_root: str | None = None,
+                 extra_env: dict[str, str] | None = None,
+                 start_timeout: float = 120.0, ready_timeout: float = 30.0, python: str | None = None):
+        if sys.platform != "linux":
+            raise RuntimeError("tool_runtime needs Linux (namespaces, pidfds, prctl)")
+        if max_sessions < 1:
+            raise ValueError("max_sessions must be >= 1")
+        if not timeout > 0 or interrupt_grace < 0:
+            raise ValueError("timeout must be > 0 and interrupt_grace >= 0")
+        self.max_sessions = max_sessions
+        self.timeout = float(timeout)
+        self.max_output_chars = int(max_output_chars)
+        self.interrupt_grace = float(interrupt_grace)
+        self.open_timeout = open_timeout
+        self.ready_timeout = ready_timeout
+        self._root = tempfile.mkdtemp(prefix="tool_runtime-", dir=workdir_root)
+        os.chmod(self._root, 0o711)  # sessions may enter their own dir below, but not list their neighbours
+        kwargs: dict[str, Any] = dict(
+            max_output_chars=self.max_output_chars, preload=tuple(preload), memory_limit=int(memory_limit),
+            max_file_bytes=int(max_file_bytes), max_open_files=int(max_open_files),
+            max_processes=int(max_processes), cpu_seconds=int(cpu_seconds), network=bool(network),
+            isolate_users=bool(isolate_users), uid_base=int(uid_base), nice=int(nice),
+            spare_sessions=int(spare_sessions),
+            workdir_root=self._root, extra_env=dict(extra_env or {}))
+        if warmup is not None:
+            kwargs["warmup"] = warmup
+        self.config = RuntimeConfig(**kwargs)
+        self.config.validate()
+        self._python = python or sys.executable
+        self._start_timeout = start_timeout
+        self._lock = threading.RLock()           # pool state: sessions, closed flag, template swaps
+        self._slots = threading.BoundedSemaphore(max_sessions)
+        self._sessions: set[Session] = set()
+        self._closed = False
+        self._template_restarts = 0
+        self._pool_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        try:
+            self._template = self._start_template()
+        except BaseException:
+            shutil.rmtree(self._root, ignore_errors=True)
+            raise
+        self._finalizer = weakref.finalize(self, _finalize, self._template, self._root)
+        _live_pools.add(self)
+
+    # ----------------------------------------------------------------------------------------- template
+    def _start_template(self) -> TemplateHandle:
+        handle = TemplateHandle(self.config, python=self._python, start_timeout=self._start_timeout)
+        handle.start()
+        return handle
+
+    def _ensure_template(self, failed: TemplateHandle) -> TemplateHandle:
+        """Replace a dead template (once per death, whichever thread notices first)."""
+        with self._lock:
+            if self._closed:
+                raise SessionClosedError("pool is closed")
+            if self._template is failed:
+                failed.kill()
+                self._template = self._start_template()
+                self._template_restarts += 1
+                self._finalizer.detach()
+                self._finalizer = weakref.finalize(self, _finalize, self._template, self._root)
+            return self._template
+
+    # ----------------------------------------------------------------------------------------- sessions
+    def open(self, timeout: float | None = ...) -> Session:  # type: ignore[assignment]
+        """A new session forked from the warm template. Waits for a free slot (see `open_timeout`)."""
+        self._check_open()
+        wait = self.open_timeout if timeout is ... else timeout
+        got = self._slots.acquire() if wait is None else self._slots.acquire(timeout=max(0.0, wait))
+        if not got:
+            raise PoolExhaustedError(
+                f"all {self.max_sessions} sessions are in use (waited {wait} s); close sessions or raise max_sessions")
+        try:
+            with self._lock:
+                self._check_open()
+            session = Session(self, self._spawn())
+        except BaseException:
+            self._slots.release()
+            raise
+        with self._lock:
+            if self._closed:
+                session._closed = True
+                self._kill_proc(session._proc)
+                self._slots.release()
+                raise SessionClosedError("pool is closed")
+            self._sessions.add(session)
+        return session
+
+    def _spawn(self) -> _Proc:
+        """Fork a session process from the template and wait until it reports ready."""
+        for attempt in range(2):
+            template = self._template
+            try:
+                reply, fds = template.request({"op": "fork"})
+            except TemplateError:
+                if attempt == 1 or template.alive:
+                    raise
+                self._ensure_template(template)
+                continue
+            sock = socket.socket(fileno=fds[0])
+            proc = _Proc(sock, fds[1], int(reply["pid"]), int(reply["uid"]), str(reply["workdir"]),
+                         self.max_output_chars)
+            try:
+                ready = proc.reader.read(time.monotonic() + self.ready_timeout)
+            except (TimeoutError, PeerClosed, ProtocolError, OSError) as exc:
+                self._kill_proc(proc)
+                self._release_proc(proc)
+                raise RuntimeError(f"session process did not start: {exc}") from None
+            if ready.get("op") != "ready":
+                self._kill_proc(proc)
+                self._release_proc(proc)
+                raise RuntimeError(f"session set-up failed: {ready.get('error', ready.get('op'))}")
+            proc.facts = ready
+            proc.template = template  # type: ignore[attr-defined]
+            return proc
+        raise AssertionError("unreachable")
+
+    def _kill_proc(self, proc: _Proc | None) -> None:
+        if proc is None or proc.pidfd < 0:
+            return
+        proc.signal(signal.SIGKILL)
+        if not self._template.info.get("isolation", {}).get("pid_namespace"):
+            try:  # no PID namespace: also whatever the session forked into its process group
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def _release_proc(self, proc: _Proc) -> dict[str, Any] | None:
+        """Reap the (killed or dead) process in the template, remove its files; how it ended, if known."""
+        if proc.released:
+            return None
+        proc.released = True
+        status = None
+        template = getattr(proc, "template", self._template)
+        try:
+            if template.alive:
+                reply, _ = template.request({"op": "release", "pid": proc.pid})
+                status = reply.get("status")
+        except TemplateError:
+            pass
+        proc.close_fds()
+        return status
+
+    def _forget(self, session: Session) -> None:
+        with self._lock:
+            if session in self._sessions:
+                self._sessions.discard(session)
+                self._slots.release()
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._lock:
+            if self._pool_executor is None:
+                self._pool_executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=self.max_sessions, thread_name_prefix="tool_runtime-arun")
+            return self._pool_executor
+
+    # ----------------------------------------------------------------------------------------- facts
+    @property
+    def info(self) -> dict[str, Any]:
+        """What isolation is in force, the template's pid, limits and counters."""
+        with self._lock:
+            t = self._template
+            out = dict(t.info)
+            out.update(
+                template_pid=t.pid, template_alive=t.alive, template_restarts=self._template_restarts,
+                workdir_root=self._root, live_sessions=len(self._sessions), max_sessions=self.max_sessions,
+                timeout=self.timeout, interrupt_grace=self.interrupt_grace,
+                max_output_chars=self.max_output_chars, open_timeout=self.open_timeout, closed=self._closed)
+            return out
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionClosedError("pool is closed")
+
+    # ----------------------------------------------------------------------------------------- close
+    def close(self) -> None:
+        """Kill every session and the template, reap them, remove all working directories. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            sessions = list(self._sessions)
+            self._sessions.clear()
+        for s in sessions:
+            s._closed = True
+            self._kill_proc(s._proc)
+        self._template.shutdown()  # kills and reaps whatever is left, removes cgroups and work dirs
+        for s in sessions:
+            proc = s._proc
+            if proc is not None:
+                proc.released = True
+                proc.close_fds()
+        if self._pool_executor is not None:
+            self._pool_executor.shutdown(wait=False, cancel_futures=True)
+        self._finalizer.detach()
+        shutil.rmtree(self._root, ignore_errors=True)
+        _live_pools.discard(self)
+
+    def _forget_after_fork(self) -> None:
+        self._closed = True
+        self._template.forget_after_fork()
+        for s in list(self._sessions):
+            s._closed = True
+            if s._proc is not None:
+                s._proc.released = True
+                s._proc.close_fds()
+        self._finalizer.detach()
+
+    def __enter__(self) -> "SessionPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<SessionPool sessions={len(self._sessions)}/{self.max_sessions} closed={self._closed}>"

@@ -1,0 +1,377 @@
+"""The template process: a fresh interpreter that preloads IPython/numpy/sympy once and forks sessions.
+
+Started by launcher.py as `python -s -m tool_runtime.template CTL_FD PARENT_PID` with a clean environment (never
+by forking the user's process, which may hold CUDA contexts, OpenMP threads and model weights). It:
+
+1. dies with its parent (parent-death signal, and EOF on the control socket);
+2. enters a private mount namespace and an empty network namespace, probes PID namespaces and cgroups, and
+   decides the isolation plan every session must apply (reported to the pool as `info`);
+3. imports the preload modules, builds the IPython shell, runs the warm-up cells, freezes the GC heap and checks
+   it is single-threaded;
+4. serves control requests: `fork` (new session; replies with the session's socket and a pidfd as SCM_RIGHTS),
+   `release` (reap a dead/killed session, remove its cgroups and work dir), `shutdown`.
+
+Sessions are children of this process, never of the user's process, and each is PID 1 of its own PID
+namespace, so `os.kill(os.getppid(), 9)` and `os.kill(-1, 9)` in a cell reach nothing outside the session.
+"""
+from __future__ import annotations
+
+import collections
+import gc
+import importlib
+import os
+import secrets
+import select
+import shutil
+import signal
+import socket
+import sys
+import time
+import traceback
+from typing import Any
+
+from . import limits
+from .child import make_shell, session_main, warm_up
+from .config import RuntimeConfig
+from .protocol import FrameReader, PeerClosed, ProtocolError, encode, send_frame
+
+CTL_MAX_BYTES = 1 << 20
+
+
+def _exit_status(status: int) -> dict[str, int]:
+    if os.WIFSIGNALED(status):
+        return {"signal": os.WTERMSIG(status)}
+    return {"code": os.waitstatus_to_exitcode(status)}
+
+
+class Template:
+    def __init__(self, ctl: socket.socket, cfg: RuntimeConfig, parent_pid: int):
+        self.ctl = ctl
+        self.cfg = cfg
+        self.parent_pid = parent_pid
+        self.seq = 0
+        self.children: dict[int, dict[str, Any]] = {}   # pid -> {"workdir", "cgroups", "status"}
+        self.pidns_fd: int | None = None
+        self.cgroups: limits.Cgroups | None = None
+        self.plan: dict[str, Any] = {}
+        self.info: dict[str, Any] = {}
+        self.spares: collections.deque[dict[str, Any]] = collections.deque()
+
+    # ----------------------------------------------------------------------------------------- start-up
+    def prepare(self) -> None:
+        cfg = self.cfg
+        notes: dict[str, str] = {}
+        is_root = os.geteuid() == 0
+        can_admin = limits.has_capability(limits.CAP_SYS_ADMIN)
+
+        # Mount namespace first: it is needed to expose the Python installation to unprivileged session uids.
+        mount_ns = False
+        exposed: list[str] = []
+        if can_admin:
+            try:
+                limits.private_mount_namespace()
+                mount_ns = True
+            except OSError as exc:
+                notes["mount_namespace"] = str(exc)
+        users = False
+        if cfg.isolate_users and is_root:
+            needed = [p for p in sys.path if p] + [sys.prefix, sys.exec_prefix, sys.base_prefix,
+                                                 os.path.dirname(sys.executable), cfg.workdir_root]
+            try:
+                if mount_ns:
+                    exposed = limits.expose_paths(needed)
+                    users = True
+                elif not any(limits._first_blocked(os.path.realpath(p)) for p in needed if os.path.exists(p)):
+                    users = True
+                else:
+                    notes["users"] = "the Python installation is not readable by other uids and no mount namespace"
+            except Exception as exc:  # noqa: BLE001
+                notes["users"] = f"could not expose the Python installation: {exc}"
+        elif cfg.isolate_users:
+            notes["users"] = "not root: sessions run as the pool's own uid"
+
+        # Network: the template itself moves to an empty network namespace (so even a session whose own unshare
+        # failed has no network); each session then unshares again so sessions cannot reach each other either.
+        net_ns = False
+        if not cfg.network:
+            try:
+                limits.unshare(limits.CLONE_NEWNET)
+                net_ns = True
+            except OSError as exc:
+                notes["net_namespace"] = str(exc)
+
+        pid_ns = False
+        try:
+            self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+            limits.unshare(limits.CLONE_NEWPID)
+            limits.setns(self.pidns_fd, limits.CLONE_NEWPID)
+            pid_ns = True
+        except OSError as exc:
+            notes["pid_namespace"] = str(exc)
+            if self.pidns_fd is not None:
+                os.close(self.pidns_fd)
+                self.pidns_fd = None
+
+        self.cgroups = limits.Cgroups(f"tool_runtime-{os.getpid()}")
+        notes.update({f"cgroup_{k}": v for k, v in self.cgroups.errors.items()})
+
+        # Preload and warm up: everything imported here is shared copy-on-write by every session.
+        preloaded, failed = [], {}
+        for name in cfg.preload:
+            try:
+                importlib.import_module(name)
+                if name == "numpy":
+                    importlib.import_module("numpy.random")  # lazily imported by numpy 2; sessions reseed it
+                preloaded.append(name)
+            except Exception as exc:  # noqa: BLE001
+                failed[name] = f"{type(exc).__name__}: {exc}"
+        shell = make_shell()
+        warm_up(shell, cfg.warmup if all(m in preloaded for m in ("numpy", "sympy")) else "1 + 1", "1/0")
+        self.shell = shell
+        gc.collect()
+        gc.freeze()  # the GC never touches (and so never copies) the template's objects in a session
+
+        threads = limits.thread_count()
+        self.plan = {"pid_namespace": pid_ns, "net_namespace": net_ns and not cfg.network, "users": users}
+        self.vm_size = limits.vm_size()
+        self.info = {
+            "template_pid": os.getpid(),
+            "python": sys.version.split()[0],
+            "preloaded": preloaded,
+            "preload_failed": failed,
+            "template_threads": threads,
+            "template_vm_size": self.vm_size,
+            "spare_sessions": cfg.spare_sessions,
+            "isolation": {
+                "pid_namespace": pid_ns,
+                "net_namespace": self.plan["net_namespace"],
+                "mount_namespace": mount_ns,
+                "exposed_paths": exposed,
+                "per_session_uid": users,
+                "cgroups": self.cgroups.available,
+                "process_limit": ("pids cgroup" if "pids" in self.cgroups.available
+                                  else "RLIMIT_NPROC" if users else None),
+                "memory_cgroup": "memory" in self.cgroups.available,
+                "no_new_privs": True,
+                "rlimits": {
+                    "RLIMIT_AS": self.vm_size + cfg.memory_limit,
+                    "RLIMIT_FSIZE": cfg.max_file_bytes,
+                    "RLIMIT_NOFILE": cfg.max_open_files,
+                    "RLIMIT_CORE": 0,
+                    "RLIMIT_CPU": cfg.cpu_seconds,
+                    "RLIMIT_NPROC": cfg.max_processes if users else None,
+                },
+                "notes": notes,
+            },
+        }
+        if threads != 1:
+            notes["threads"] = f"template has {threads} threads at fork time (expected 1)"
+
+    # ----------------------------------------------------------------------------------------- requests
+    def _fork_one(self) -> dict[str, Any]:
+        """Fork one session process; it sets itself up and sends "ready" on its channel while we go on."""
+        cfg = self.cfg
+        self.seq += 1
+        name = f"s{self.seq}-{secrets.token_hex(4)}"
+        spec: dict[str, Any] = {"workdir": os.path.join(cfg.workdir_root, name), "vm_size": self.vm_size,
+                                "cgroups": {}}
+        if self.cgroups is not None and self.cgroups.available:
+            spec["cgroups"] = self.cgroups.make_session(
+                name, pids_max=cfg.max_processes, memory_max=cfg.memory_limit + (256 << 20))
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        if self.plan["pid_namespace"]:
+            limits.unshare(limits.CLONE_NEWPID)  # affects only the next child: it becomes PID 1 of a new namespace
+        try:
+            pid = os.fork()
+        except BaseException:
+            if self.plan["pid_namespace"]:
+                limits.setns(self.pidns_fd, limits.CLONE_NEWPID)
+            ours.close()
+            theirs.close()
+            if spec["cgroups"]:
+                limits.Cgroups.remove_session(spec["cgroups"])
+            raise
+        if pid == 0:  # ---- the session
+            try:
+                self.ctl.close()
+                ours.close()
+                for spare in self.spares:
+                    spare["sock"].close()
+                    os.close(spare["pidfd"])
+                if self.pidns_fd is not None:
+                    os.close(self.pidns_fd)
+                session_main(theirs, self.shell, cfg, self.plan, spec)
+            finally:
+                os._exit(70)
+        if self.plan["pid_namespace"]:
+            limits.setns(self.pidns_fd, limits.CLONE_NEWPID)  # later forks must not land in this namespace
+        theirs.close()
+        pidfd = os.pidfd_open(pid)
+        self.children[pid] = {"workdir": spec["workdir"], "cgroups": spec["cgroups"], "status": None}
+        return {"pid": pid, "sock": ours, "pidfd": pidfd, "workdir": spec["workdir"]}
+
+    def fork_session(self) -> tuple[dict[str, Any], list[int]]:
+        """Hand over a spare session (forked earlier, probably set up already) or fork one now."""
+        fresh = None
+        while self.spares and fresh is None:
+            spare = self.spares.popleft()
+            self._reap(spare["pid"], block=False)
+            if self.children[spare["pid"]]["status"] is None:
+                fresh = spare
+            else:  # a spare that died (e.g. picked by the OOM killer) is discarded
+                spare["sock"].close()
+                os.close(spare["pidfd"])
+                self._cleanup(spare["pid"])
+        if fresh is None:
+            fresh = self._fork_one()
+        pid = fresh["pid"]
+        uid = self.cfg.uid_base + pid if self.plan["users"] else os.getuid()
+        reply = {"op": "forked", "pid": pid, "uid": uid, "workdir": fresh["workdir"]}
+        return reply, [fresh["sock"].detach(), fresh["pidfd"]]
+
+    def replenish(self) -> None:
+        """Keep `spare_sessions` sessions forked ahead, so that open() does not wait for fork and set-up."""
+        while len(self.spares) < self.cfg.spare_sessions:
+            self.spares.append(self._fork_one())
+
+    def _reap(self, pid: int, block: bool) -> None:
+        rec = self.children.get(pid)
+        if rec is None or rec["status"] is not None:
+            return
+        try:
+            got, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            rec["status"] = {"code": None}
+            return
+        if got == pid:
+            rec["status"] = _exit_status(status)
+
+    def release(self, pid: int) -> dict[str, Any]:
+        """Make sure the session is dead and reaped; remove its work dir and cgroups; report how it ended."""
+        rec = self.children.get(pid)
+        if rec is None:
+            return {"op": "released", "pid": pid, "status": None}
+        self._reap(pid, block=False)
+        killed_here = False
+        if rec["status"] is None:
+            deadline = time.monotonic() + 0.2  # it may be exiting on its own right now
+            while rec["status"] is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+                self._reap(pid, block=False)
+        if rec["status"] is None:
+            killed_here = True
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._reap(pid, block=True)
+        status = dict(rec["status"] or {})
+        if killed_here:
+            status["unresponsive"] = 1
+        self._cleanup(pid)
+        return {"op": "released", "pid": pid, "status": status}
+
+    def _cleanup(self, pid: int) -> None:
+        rec = self.children.pop(pid, None)
+        if rec is None:
+            return
+        shutil.rmtree(rec["workdir"], ignore_errors=True)
+        if rec["cgroups"]:
+            limits.Cgroups.remove_session(rec["cgroups"])
+
+    def shutdown(self) -> None:
+        while self.spares:
+            spare = self.spares.popleft()
+            spare["sock"].close()
+            os.close(spare["pidfd"])
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in list(self.children):
+            self._reap(pid, block=True)
+            self._cleanup(pid)
+        if self.cgroups is not None:
+            self.cgroups.remove_all()
+
+    # ----------------------------------------------------------------------------------------- loop
+    def serve(self) -> None:
+        reader = FrameReader(self.ctl, CTL_MAX_BYTES)
+        poller = select.poll()
+        poller.register(self.ctl, select.POLLIN)
+        self._replenish_quietly()
+        while True:
+            if not poller.poll(1000):
+                for pid in list(self.children):
+                    self._reap(pid, block=False)
+                if os.getppid() != self.parent_pid:
+                    return
+                continue
+            try:
+                req = reader.read()
+            except (PeerClosed, ProtocolError, OSError):
+                return
+            op = req.get("op")
+            fds: list[int] = []
+            try:
+                if op == "fork":
+                    reply, fds = self.fork_session()
+                elif op == "release":
+                    reply = self.release(int(req["pid"]))
+                elif op == "shutdown":
+                    self.shutdown()
+                    send_frame(self.ctl, {"op": "bye"}, CTL_MAX_BYTES)
+                    return
+                else:
+                    reply = {"op": "error", "error": f"unknown op {op!r}"}
+            except Exception as exc:  # noqa: BLE001 - reported to the parent, the template keeps serving
+                reply = {"op": "error", "error": f"{type(exc).__name__}: {exc}"}
+            reply["req"] = req.get("req")
+            data = encode(reply, CTL_MAX_BYTES)
+            try:
+                socket.send_fds(self.ctl, [data], fds) if fds else self.ctl.sendall(data)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            if op == "fork":
+                self._replenish_quietly()
+
+    def _replenish_quietly(self) -> None:
+        try:
+            self.replenish()
+        except Exception:  # noqa: BLE001 - e.g. out of pids; open() will fork on demand and report the error
+            traceback.print_exc()
+
+
+def main() -> None:
+    ctl_fd, parent_pid = int(sys.argv[1]), int(sys.argv[2])
+    limits.set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # a Ctrl-C for the user's program is not for us
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    os.environ.pop("PYTHONPATH", None)             # only needed to find this package; not for sessions
+    ctl = socket.socket(fileno=ctl_fd)
+    template: Template | None = None
+    try:
+        cfg = RuntimeConfig.from_dict(FrameReader(ctl, CTL_MAX_BYTES).read(time.monotonic() + 60))
+        template = Template(ctl, cfg, parent_pid)
+        template.prepare()
+        send_frame(ctl, {"op": "ready", "info": template.info}, CTL_MAX_BYTES)
+        template.serve()
+    except BaseException as exc:  # noqa: BLE001
+        if not isinstance(exc, SystemExit):
+            traceback.print_exc()
+            try:
+                send_frame(ctl, {"op": "failed", "error": f"{type(exc).__name__}: {exc}"}, CTL_MAX_BYTES)
+            except OSError:
+                pass
+    finally:
+        if template is not None:
+            template.shutdown()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
