@@ -71,6 +71,7 @@ def add_agent_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--gpu-memory-utilization", type=float)
     e.add_argument("--enforce-eager", action="store_true", default=None)
     e.add_argument("--kv-cache-memory-bytes", type=parse_bytes, help="explicit KV cache size (needed on CPU), e.g. 8G")
+    e.add_argument("--max-concurrent", type=int, help="trajectories in flight at once (default: the agent's, 256)")
     e.add_argument("--engine-arg", type=_engine_arg, action="append", default=[], metavar="KEY=VALUE",
                    help="any other vllm.LLM argument (VALUE parsed as JSON when it is JSON); repeatable")
     o = p.add_argument_group("output")
@@ -99,6 +100,7 @@ def agent_options(args: argparse.Namespace) -> dict[str, Any]:
         "code_timeout": args.code_timeout,
         "max_code_output_chars": args.max_code_output_chars,
         "engine_kwargs": engine,
+        "max_concurrent": args.max_concurrent,
         "save_tokens": args.save_tokens,
         "progress": False if args.no_progress else None,
         "seed": args.seed,

@@ -20,7 +20,7 @@ from evals.data import read_jsonl_rows, normalize_records
 from evals.errors import EvalError
 from evals.output import SampleStore, check_run_config, read_records, seed_files, write_json_atomic
 from evals.runner import (AIME_PROMPT, AgentSettings, ProgressBar, WorkItem, _progress_enabled, create_agent,
-                          render_prompt, run_items)
+                          pending_items, render_prompt, run_items)
 
 __all__ = ["generate", "merge_chunks", "chunk_dir", "main"]
 
@@ -59,6 +59,7 @@ def generate(
     code_timeout: float = 10.0,
     max_code_output_chars: int = 1000,
     engine_kwargs: Optional[Mapping[str, Any]] = None,
+    max_concurrent: Optional[int] = None,
     save_tokens: bool = False,
     grade_timeout: float = 5.0,
     agent: Any = None,
@@ -87,7 +88,8 @@ def generate(
     folder = Path(output_dir) if num_chunks == 1 else chunk_dir(output_dir, chunk_id, num_chunks)
     store = SampleStore(folder)
     settings = AgentSettings(model, python, reasoning_effort, temperature, top_p, tokens_to_generate,
-                             max_code_executions, code_timeout, max_code_output_chars, dict(engine_kwargs or {}))
+                             max_code_executions, code_timeout, max_code_output_chars, dict(engine_kwargs or {}),
+                             max_concurrent)
     config = {**settings.sample_config(), "prompt_template": prompt_template}
     if agent is not None and model is None:
         config.pop("model")
@@ -97,17 +99,15 @@ def generate(
     if num_chunks > 1:
         _check_manifest(folder, manifest)
 
-    items: list[WorkItem] = []
-    for s in seeds:
-        done = store.done_ids(s)
-        for rec, prompt in zip(records, prompts):
-            if rec["id"] not in done:
-                items.append(WorkItem(store, {**rec, "prompt": prompt}, s, prompt, ("generate", rec["id"], s)))
-
     owned = agent is None
     bar: Optional[ProgressBar] = None
     total = len(records) * len(seeds)
+    items: list[WorkItem] = []
     try:
+        with_prompts = [{**rec, "prompt": prompt} for rec, prompt in zip(records, prompts)]
+        by_id = {rec["id"]: prompt for rec, prompt in zip(records, prompts)}
+        for s in seeds:
+            items += pending_items(store, s, with_prompts, by_id, "generate")
         if items:
             if owned:
                 agent = create_agent(settings, agent_factory)

@@ -19,7 +19,7 @@ from evals.output import SampleStore, check_run_config, write_json_atomic
 
 __all__ = [
     "AIME_PROMPT", "AgentSettings", "WorkItem", "run_eval", "run_items", "create_agent", "render_prompt",
-    "build_record", "transcript_text", "ProgressBar", "make_task", "eval_results_dir", "benchmark_metrics",
+    "build_record", "transcript_text", "ProgressBar", "make_task", "pending_items", "eval_results_dir", "benchmark_metrics",
 ]
 
 AIME_PROMPT = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
@@ -42,10 +42,12 @@ class AgentSettings:
     code_timeout: float = 10.0
     max_code_output_chars: int = 1000
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    max_concurrent: Optional[int] = None  # trajectories in flight at once (None: the Agent's default)
 
     def agent_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``harmony_agent.Agent`` (docs/architecture.md)."""
-        return {
+        extra = {} if self.max_concurrent is None else {"max_concurrent": self.max_concurrent}
+        return {**extra,
             "model": self.model,
             "engine_kwargs": dict(self.engine_kwargs),
             "python": self.python,
@@ -62,6 +64,7 @@ class AgentSettings:
         """The settings that shape samples (engine layout excluded): resuming must not change them."""
         cfg = asdict(self)
         cfg.pop("engine_kwargs")
+        cfg.pop("max_concurrent")
         return cfg
 
 
@@ -302,6 +305,18 @@ def run_items(items: Sequence[WorkItem], agent: Any, *, save_tokens: bool = Fals
     return written
 
 
+def pending_items(store: SampleStore, seed: int, records: Sequence[dict], prompts: Mapping[str, str],
+             label: str) -> list[WorkItem]:
+    """The samples of one seed not yet on disk. A seed with work is locked (and a torn tail cut) now, before
+    any model loads, so a second process on the same files fails at once instead of after the load."""
+    if {r["id"] for r in records} <= store.done_ids(seed):
+        return []
+    store.open(seed)
+    done = store.done_ids(seed)  # authoritative now that the file is ours
+    return [WorkItem(store, rec, seed, prompts[rec["id"]], (label, rec["id"], seed))
+            for rec in records if rec["id"] not in done]
+
+
 def eval_results_dir(output_dir: str | Path) -> Path:
     return Path(output_dir) / "eval-results"
 
@@ -343,6 +358,7 @@ def run_eval(
     code_timeout: float = 10.0,
     max_code_output_chars: int = 1000,
     engine_kwargs: Optional[Mapping[str, Any]] = None,
+    max_concurrent: Optional[int] = None,
     save_tokens: bool = False,
     grade_timeout: float = 5.0,
     agent: Any = None,
@@ -370,7 +386,8 @@ def run_eval(
     if limit is not None and limit < 1:
         raise EvalError("--limit must be at least 1")
     settings = AgentSettings(model, python, reasoning_effort, temperature, top_p, tokens_to_generate,
-                             max_code_executions, code_timeout, max_code_output_chars, dict(engine_kwargs or {}))
+                             max_code_executions, code_timeout, max_code_output_chars, dict(engine_kwargs or {}),
+                             max_concurrent)
     config = {**settings.sample_config(), "prompt_template": prompt_template}
     if agent is not None and model is None:
         config.pop("model")
@@ -379,27 +396,22 @@ def run_eval(
     plan: list[tuple[str, SampleStore, list[dict], int]] = []
     items: list[WorkItem] = []
     total = 0
-    for spec in specs:
-        records = load_benchmark(spec.name, data_dir=data_dir, path=spec.path, problem_field=problem_field,
-                                 answer_field=answer_field, id_field=id_field)
-        if limit is not None:
-            records = records[:limit]
-        n = spec.num_samples or num_samples
-        store = SampleStore(root / spec.name)
-        check_run_config(store.directory, config, write=False)
-        plan.append((spec.name, store, records, n))
-        total += len(records) * n
-        for s in range(seed, seed + n):
-            done = store.done_ids(s)
-            for rec in records:
-                if rec["id"] not in done:
-                    where = f"{spec.name} record {rec['id']!r}"
-                    items.append(WorkItem(store, rec, s, render_prompt(prompt_template, rec, where),
-                                          (spec.name, rec["id"], s)))
-
     owned = agent is None
     bar: Optional[ProgressBar] = None
     try:
+        for spec in specs:
+            records = load_benchmark(spec.name, data_dir=data_dir, path=spec.path, problem_field=problem_field,
+                                     answer_field=answer_field, id_field=id_field)
+            if limit is not None:
+                records = records[:limit]
+            n = spec.num_samples or num_samples
+            store = SampleStore(root / spec.name)
+            plan.append((spec.name, store, records, n))
+            check_run_config(store.directory, config, write=False)
+            total += len(records) * n
+            prompts = {r["id"]: render_prompt(prompt_template, r, f"{spec.name} record {r['id']!r}") for r in records}
+            for s in range(seed, seed + n):
+                items += pending_items(store, s, records, prompts, spec.name)
         if items:
             if owned:
                 agent = create_agent(settings, agent_factory)

@@ -123,12 +123,13 @@ def test_flags_reach_the_agent(tmp_path, capsys):
                      "--max-code-output-chars", "200", "--tensor-parallel-size", "2", "--max-model-len", "4096",
                      "--gpu-memory-utilization", "0.8", "--enforce-eager", "--kv-cache-memory-bytes", "256M",
                      "--engine-arg", "distributed_executor_backend=ray", "--engine-arg", "max_num_seqs=64",
-                     "--seed", "7", "--save-tokens"], f, capsys)
+                     "--max-concurrent", "32", "--seed", "7", "--save-tokens"], f, capsys)
     assert code == 0, out.err
     kw = f.calls[0]
     assert (kw["python"], kw["max_tokens"], kw["temperature"], kw["top_p"], kw["reasoning_effort"],
             kw["max_tool_calls"], kw["tool_timeout"], kw["max_output_chars"]) == (False, 500, 0.6, 0.95, "low", 3, 2.5,
                                                                                  200)
+    assert kw["max_concurrent"] == 32
     assert kw["engine_kwargs"] == {"tensor_parallel_size": 2, "max_model_len": 4096, "gpu_memory_utilization": 0.8,
                                    "enforce_eager": True, "kv_cache_memory_bytes": 256 << 20,
                                    "distributed_executor_backend": "ray", "max_num_seqs": 64}
@@ -264,7 +265,8 @@ def test_bad_input_files(tmp_path, capsys):
 
 
 def _finished(tmp_path) -> dict:
-    return {p.name: p.read_bytes() for p in (tmp_path / "eval-results/aime24").glob("output-rs*.jsonl")}
+    files = (tmp_path / "eval-results/aime24").glob("output-rs*.jsonl")
+    return {p.name: p.read_bytes() for p in files if p.stat().st_size}
 
 
 def test_model_and_vocabulary_errors_lose_nothing(tmp_path, capsys):
@@ -324,6 +326,20 @@ def test_error_in_the_middle_of_a_run_keeps_finished_samples(tmp_path, capsys):
     assert done == 3
     f = FakeFactory()
     assert run(argv, f, capsys)[0] == 0 and len(f.received) == 8 - 3
+
+
+def test_a_second_run_on_the_same_files_is_refused_before_loading_a_model(tmp_path, capsys):
+    from evals.output import JsonlAppender
+
+    with JsonlAppender(tmp_path / "eval-results/aime24/output-rs1.jsonl"):  # as if another process wrote seed 1
+        f = FakeFactory()
+        code, out = run(["aime24:2", "--model", "m", "--output-dir", str(tmp_path), "--limit", "1"], f, capsys)
+    assert code == 2 and f.calls == []
+    one_line_error(out, "output-rs1.jsonl is being written by another running process")
+    # disjoint seed ranges (data parallel shards) share one output dir fine
+    with JsonlAppender(tmp_path / "eval-results/aime24/output-rs1.jsonl"):
+        assert run(["aime24:1", "--model", "m", "--output-dir", str(tmp_path), "--limit", "1"], FakeFactory(),
+                   capsys)[0] == 0
 
 
 def test_changed_settings_are_refused_on_resume(tmp_path, capsys):
