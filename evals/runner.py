@@ -289,16 +289,21 @@ def run_items(items: Sequence[WorkItem], agent: Any, *, save_tokens: bool = Fals
     by_key = {item.key: item for item in items}
     tasks = [make_task(item.prompt, item.seed, item.key) for item in items]
     written = 0
-    for task, result in agent.stream(tasks):
-        key = _get(task, "key")
-        item = by_key.pop(tuple(key) if isinstance(key, list) else key, None)
-        if item is None:
-            continue  # not ours or already written: never write a sample twice
-        rec = build_record(item.record, item.seed, result, save_tokens=save_tokens, grade_timeout=grade_timeout)
-        item.store.append(item.seed, rec)
-        written += 1
-        if progress is not None:
-            progress.update(rec)
+    stream = agent.stream(tasks)
+    try:
+        for task, result in stream:
+            key = _get(task, "key")
+            item = by_key.pop(tuple(key) if isinstance(key, list) else key, None)
+            if item is None:
+                continue  # not ours or already written: never write a sample twice
+            rec = build_record(item.record, item.seed, result, save_tokens=save_tokens, grade_timeout=grade_timeout)
+            item.store.append(item.seed, rec)
+            written += 1
+            if progress is not None:
+                progress.update(rec)
+    finally:
+        if hasattr(stream, "close"):
+            stream.close()  # on an error or Ctrl-C: the agent aborts what is still running
     if by_key:
         raise EvalError(f"the agent's stream ended with {len(by_key)} samples unfinished; run the same command "
                         "again to resume them")

@@ -342,6 +342,31 @@ def test_a_second_run_on_the_same_files_is_refused_before_loading_a_model(tmp_pa
                    capsys)[0] == 0
 
 
+def test_ctrl_c_keeps_finished_samples_and_closes_the_stream(tmp_path, capsys):
+    closed = []
+
+    class Interrupted(FakeFactory):
+        def __call__(self, **kw):
+            agent = super().__call__(**kw)
+            inner = agent.stream
+
+            def stream(tasks):
+                try:
+                    for i, pair in enumerate(inner(tasks)):
+                        yield pair
+                        if i == 1:
+                            raise KeyboardInterrupt
+                finally:
+                    closed.append(True)
+
+            agent.stream = stream
+            return agent
+
+    code, out = run(["aime24:1", "--model", "m", "--output-dir", str(tmp_path), "--limit", "5"], Interrupted(), capsys)
+    assert code == 130 and "run the same command to resume" in out.err and closed == [True]
+    assert len(read_records(tmp_path / "eval-results/aime24/output-rs0.jsonl")) == 2
+
+
 def test_changed_settings_are_refused_on_resume(tmp_path, capsys):
     argv = ["aime24:1", "--model", "m", "--output-dir", str(tmp_path), "--limit", "1"]
     assert run(argv, FakeFactory(), capsys)[0] == 0
