@@ -19,7 +19,8 @@ from evals.output import SampleStore, check_run_config, write_json_atomic
 
 __all__ = [
     "AIME_PROMPT", "AgentSettings", "WorkItem", "run_eval", "run_items", "create_agent", "render_prompt",
-    "build_record", "transcript_text", "ProgressBar", "make_task", "pending_items", "eval_results_dir", "benchmark_metrics",
+    "build_record", "transcript_text", "ProgressBar", "make_task", "pending_items", "eval_results_dir",
+    "benchmark_metrics",
 ]
 
 AIME_PROMPT = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
@@ -46,8 +47,7 @@ class AgentSettings:
 
     def agent_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``harmony_agent.Agent`` (docs/architecture.md)."""
-        extra = {} if self.max_concurrent is None else {"max_concurrent": self.max_concurrent}
-        return {**extra,
+        kwargs = {
             "model": self.model,
             "engine_kwargs": dict(self.engine_kwargs),
             "python": self.python,
@@ -59,6 +59,9 @@ class AgentSettings:
             "tool_timeout": self.code_timeout,
             "max_output_chars": self.max_code_output_chars,
         }
+        if self.max_concurrent is not None:
+            kwargs["max_concurrent"] = self.max_concurrent
+        return kwargs
 
     def sample_config(self) -> dict[str, Any]:
         """The settings that shape samples (engine layout excluded): resuming must not change them."""

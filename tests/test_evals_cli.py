@@ -140,7 +140,8 @@ def test_flags_reach_the_agent(tmp_path, capsys):
 
 
 def test_summarize_recomputes_and_rewrites_metrics(tmp_path, capsys):
-    assert run(["aime24:2", "--model", "m", "--output-dir", str(tmp_path), "--limit", "5"], FakeFactory(), capsys)[0] == 0
+    argv = ["aime24:2", "--model", "m", "--output-dir", str(tmp_path), "--limit", "5"]
+    assert run(argv, FakeFactory(), capsys)[0] == 0
     mfile = tmp_path / "eval-results/aime24/metrics.json"
     good = mfile.read_text()
     mfile.write_text("{}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import types
 from pathlib import Path
@@ -10,8 +11,6 @@ import pytest
 
 from evals.data import DATA_ENV, load_benchmark, load_jsonl, parse_benchmarks
 from evals.errors import EvalError
-
-import os
 
 DATA = Path(os.environ.get(DATA_ENV) or Path(__file__).resolve().parents[2] / "shared" / "data")
 
@@ -107,7 +106,8 @@ def _no_local_data(monkeypatch):
 def test_hub_without_datasets_library(monkeypatch):
     _no_local_data(monkeypatch)
     monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
-    with pytest.raises(EvalError, match=r"aime24: .*not installed; pip install 'harmony-agent\[datasets\]'.*--data-dir"):
+    hint = r"aime24: .*not installed; pip install 'harmony-agent\[datasets\]'.*--data-dir"
+    with pytest.raises(EvalError, match=hint):
         load_benchmark("aime24")
 
 
