@@ -54,6 +54,12 @@ def make_shell():
             runner = self.runner
             if etype is KeyboardInterrupt and runner is not None and runner.interrupted:
                 return  # our own timeout interrupt: the parent writes the timeout message instead
+            if value is not None and value.__traceback__ is not None:
+                tb, omitted = _shorten(_without_runtime_frames(value.__traceback__))
+                value = value.with_traceback(tb)
+                exc_tuple = (etype, value, tb)
+                if omitted:
+                    print(f"[traceback shortened: {omitted} frames in the middle omitted]")
             if etype is not None and issubclass(etype, SystemExit):
                 code = getattr(value, "code", None)
                 print("SystemExit" if code is None else f"SystemExit: {code}")
@@ -69,6 +75,41 @@ def make_shell():
     cfg.InteractiveShell.cache_size = 0
     cfg.InteractiveShell.autoindent = False
     return SessionShell.instance(config=cfg)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _without_runtime_frames(tb):
+    """Drop this package's own frames (e.g. the stdin stub) from a traceback the model will read."""
+    nodes = []
+    node = tb
+    while node is not None:
+        nodes.append(node)
+        node = node.tb_next
+    kept = [n for n in nodes if not n.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR)]
+    if not kept or len(kept) == len(nodes):
+        return tb
+    # Relink only where needed: assigning tb_next walks the rest of the chain (cycle check).
+    for a, b in zip(kept, kept[1:] + [None]):
+        if a.tb_next is not b:
+            a.tb_next = b
+    return kept[0]
+
+
+def _shorten(tb, keep: int = 3, longest: int = 50):
+    """Keep the first and last `keep` frames of a very long traceback (deep recursion): formatting 100 000
+    frames takes IPython longer than any cell timeout, and the error line at the end must survive the
+    output limit."""
+    nodes = []
+    node = tb
+    while node is not None:
+        nodes.append(node)
+        node = node.tb_next
+    if len(nodes) <= longest:
+        return tb, 0
+    nodes[keep - 1].tb_next = nodes[-keep]
+    return tb, len(nodes) - 2 * keep
 
 
 def warm_up(shell, code: str, error_code: str) -> str:
@@ -159,16 +200,13 @@ def _reseed() -> None:
         np_random.seed(int.from_bytes(os.urandom(4), "little"))
 
 
-def _setup(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    """Isolation steps in order; any failure of a step the plan promises raises (the session must not run)."""
+def _enter_namespaces(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any]) -> None:
+    """Steps taken as root, by the first process of the session (the reaper when there is a PID namespace)."""
     os.setsid()
     limits.set_parent_death_signal(signal.SIGKILL)
-    gpid = limits.global_pid()
-
     devnull = os.open("/dev/null", os.O_RDWR)
     os.dup2(devnull, 0)
     os.close(devnull)
-
     if spec.get("cgroups"):
         limits.Cgroups.join(spec["cgroups"])
     if plan["net_namespace"]:
@@ -181,6 +219,11 @@ def _setup(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any]) -> di
     if cfg.nice:
         os.nice(cfg.nice)
 
+
+def _lock_down(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """Steps of the session process itself: work dir, rlimits, unprivileged uid, environment, seeds."""
+    limits.set_parent_death_signal(signal.SIGKILL)
+    gpid = limits.global_pid()
     users = plan["users"]
     uid = cfg.uid_base + gpid if users else os.getuid()
     gid = uid if users else os.getgid()
@@ -206,23 +249,75 @@ def _setup(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any]) -> di
     return {"pid": gpid, "ns_pid": os.getpid(), "uid": os.getuid(), "rlimits": applied}
 
 
-def session_main(channel: socket.socket, shell, cfg: RuntimeConfig, plan: dict[str, Any],
-                 spec: dict[str, Any]) -> NoReturn:
-    """Entry point of a forked session. Never returns: the process ends with os._exit."""
+def _reaper_exit_code(status: int) -> int:
+    """The reaper's exit code tells the template how the session ended: 128+N = killed by signal N,
+    255 = exited with a code >= 128, else the session's own exit code."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    code = os.waitstatus_to_exitcode(status)
+    return code if 0 <= code < 128 else 255
+
+
+def _reap_forever(session_pid: int) -> NoReturn:
+    """PID 1 of a session's namespace: reaps orphans (as init does on a host), forwards the parent's SIGINT
+    to the session, and exits when the session does (the kernel then kills whatever is left in the namespace).
+    It stays root but runs only this loop; the session cannot signal it (other uid, and init is immune to
+    signals from inside its namespace)."""
+    def forward(signum, frame):
+        try:
+            os.kill(session_pid, signum)
+        except ProcessLookupError:
+            pass
+
+    signal.signal(signal.SIGINT, forward)
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(255)
+        if pid == session_pid:
+            os._exit(_reaper_exit_code(status))
+
+
+def session_entry(channel: socket.socket, shell, cfg: RuntimeConfig, plan: dict[str, Any],
+                  spec: dict[str, Any]) -> NoReturn:
+    """First code of a freshly forked session (called in the template's child). Never returns."""
     reply_cap = max_reply_bytes(cfg.max_output_chars)
     try:
-        facts = _setup(cfg, plan, spec)
+        _enter_namespaces(cfg, plan, spec)
+        if plan["pid_namespace"]:
+            # We are PID 1 of a new namespace. The session proper runs as our child (PID 2), so that
+            # os.kill(os.getppid(), 9) hits an immune init and orphans of the cell get reaped.
+            session_pid = os.fork()
+            if session_pid:
+                channel.close()
+                _reap_forever(session_pid)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which refuses the session
+        _fail(channel, exc, reply_cap)
+    session_main(channel, shell, cfg, plan, spec)
+
+
+def _fail(channel: socket.socket, exc: BaseException, reply_cap: int) -> NoReturn:
+    try:
+        send_frame(channel, {"op": "failed", "error": f"{type(exc).__name__}: {exc}"}, reply_cap)
+    finally:
+        os._exit(70)
+
+
+def session_main(channel: socket.socket, shell, cfg: RuntimeConfig, plan: dict[str, Any],
+                 spec: dict[str, Any]) -> NoReturn:
+    """The session process: lock down, then answer `run` frames until the channel closes."""
+    reply_cap = max_reply_bytes(cfg.max_output_chars)
+    try:
+        facts = _lock_down(cfg, plan, spec)
         capture = FdCapture()
         writer = BoundedWriter(cfg.max_output_chars, capture)
         capture.writer = writer
         runner = CellRunner(shell, writer)
         runner._install()
         capture.start()
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which refuses the session
-        try:
-            send_frame(channel, {"op": "failed", "error": f"{type(exc).__name__}: {exc}"}, reply_cap)
-        finally:
-            os._exit(70)
+    except BaseException as exc:  # noqa: BLE001
+        _fail(channel, exc, reply_cap)
 
     my_pid = os.getpid()
 

@@ -41,6 +41,13 @@ class _Proc:
         self.facts: dict[str, Any] = {}
         self.released = False
 
+    @property
+    def session_pid(self) -> int:
+        """The process running the cells; `pid` is the first process of the session (its PID-namespace init
+        when there is one), which the template reaps and the parent signals."""
+        pid = self.facts.get("pid")
+        return pid if isinstance(pid, int) else self.pid
+
     def signal(self, sig: int) -> None:
         try:
             signal.pidfd_send_signal(self.pidfd, sig)
@@ -70,8 +77,8 @@ class Session:
     # ----------------------------------------------------------------------------------------- facts
     @property
     def pid(self) -> int | None:
-        """Host pid of the current session process (changes after a restart)."""
-        return self._proc.pid if self._proc else None
+        """Host pid of the process running the cells (changes after a restart)."""
+        return self._proc.session_pid if self._proc else None
 
     @property
     def workdir(self) -> str | None:

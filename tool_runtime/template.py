@@ -31,17 +31,23 @@ import traceback
 from typing import Any
 
 from . import limits
-from .child import make_shell, session_main, warm_up
+from .child import make_shell, session_entry, warm_up
 from .config import RuntimeConfig
 from .protocol import FrameReader, PeerClosed, ProtocolError, encode, send_frame
 
 CTL_MAX_BYTES = 1 << 20
 
 
-def _exit_status(status: int) -> dict[str, int]:
+def _exit_status(status: int, via_reaper: bool) -> dict[str, Any]:
+    """How a session ended, from the wait status of its first process (the reaper, if it has one)."""
     if os.WIFSIGNALED(status):
         return {"signal": os.WTERMSIG(status)}
-    return {"code": os.waitstatus_to_exitcode(status)}
+    code = os.waitstatus_to_exitcode(status)
+    if via_reaper and code > 128 and code != 255:
+        return {"signal": code - 128}
+    if via_reaper and code == 255:
+        return {"code": ">=128"}
+    return {"code": code}
 
 
 class Template:
@@ -177,7 +183,7 @@ class Template:
                                 "cgroups": {}}
         if self.cgroups is not None and self.cgroups.available:
             spec["cgroups"] = self.cgroups.make_session(
-                name, pids_max=cfg.max_processes, memory_max=cfg.memory_limit + (256 << 20))
+                name, pids_max=cfg.max_processes + 1, memory_max=cfg.memory_limit + (256 << 20))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         if self.plan["pid_namespace"]:
             limits.unshare(limits.CLONE_NEWPID)  # affects only the next child: it becomes PID 1 of a new namespace
@@ -200,7 +206,7 @@ class Template:
                     os.close(spare["pidfd"])
                 if self.pidns_fd is not None:
                     os.close(self.pidns_fd)
-                session_main(theirs, self.shell, cfg, self.plan, spec)
+                session_entry(theirs, self.shell, cfg, self.plan, spec)
             finally:
                 os._exit(70)
         if self.plan["pid_namespace"]:
@@ -244,7 +250,7 @@ class Template:
             rec["status"] = {"code": None}
             return
         if got == pid:
-            rec["status"] = _exit_status(status)
+            rec["status"] = _exit_status(status, self.plan["pid_namespace"])
 
     def release(self, pid: int) -> dict[str, Any]:
         """Make sure the session is dead and reaped; remove its work dir and cgroups; report how it ended."""
