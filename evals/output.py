@@ -90,7 +90,13 @@ class JsonlAppender:
         os.fsync(self._fd)
 
     def close(self) -> None:
+        """Release the file (and its lock); a file left empty, e.g. by a run that failed to start, is removed."""
         if self._fd >= 0:
+            try:
+                if os.fstat(self._fd).st_size == 0:
+                    self.path.unlink()
+            except OSError:
+                pass
             os.close(self._fd)  # releases the lock
             self._fd = -1
 

@@ -266,8 +266,7 @@ def test_bad_input_files(tmp_path, capsys):
 
 
 def _finished(tmp_path) -> dict:
-    files = (tmp_path / "eval-results/aime24").glob("output-rs*.jsonl")
-    return {p.name: p.read_bytes() for p in files if p.stat().st_size}
+    return {p.name: p.read_bytes() for p in (tmp_path / "eval-results/aime24").glob("output-rs*.jsonl")}
 
 
 def test_model_and_vocabulary_errors_lose_nothing(tmp_path, capsys):
@@ -337,6 +336,7 @@ def test_a_second_run_on_the_same_files_is_refused_before_loading_a_model(tmp_pa
         code, out = run(["aime24:2", "--model", "m", "--output-dir", str(tmp_path), "--limit", "1"], f, capsys)
     assert code == 2 and f.calls == []
     one_line_error(out, "output-rs1.jsonl is being written by another running process")
+    assert not (tmp_path / "eval-results/aime24/output-rs0.jsonl").exists()  # no empty files left behind
     # disjoint seed ranges (data parallel shards) share one output dir fine
     with JsonlAppender(tmp_path / "eval-results/aime24/output-rs1.jsonl"):
         assert run(["aime24:1", "--model", "m", "--output-dir", str(tmp_path), "--limit", "1"], FakeFactory(),
