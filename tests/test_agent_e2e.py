@@ -17,7 +17,7 @@ TWO_CALLS = next(p for p in SCRIPTED_PROBLEMS if len(p.calls) == 2)
 
 @pytest.fixture
 def agent(tiny_llm):
-    with Agent(llm=tiny_llm, temperature=0.0, max_tokens=2000, reasoning_effort="high") as a:
+    with Agent(llm=tiny_llm, temperature=0.0, max_tokens=400, max_tool_calls=4, reasoning_effort="high") as a:
         yield a
 
 
@@ -58,8 +58,10 @@ def test_unknown_recipient_gets_an_error_reply_and_the_run_ends_cleanly(agent):
     reply = next(m for m in r.messages if m.author.role.value == "tool")
     assert reply.author.name == "functions.lookup" and reply.channel == "commentary"
     assert "no tool named 'functions.lookup'" in reply.content[0].text
-    assert r.tool_calls == [] and r.error is None
-    assert r.finish_reason in {"final", "length", "context", "max_tool_calls"}
+    # what the tiny model does after the error reply is not scripted; the loop must just carry on cleanly
+    assert r.error is None and r.finish_reason in {"final", "length", "context", "max_tool_calls"}
+    first_tool_reply_at = r.messages.index(reply)
+    assert r.messages[first_tool_reply_at - 1].recipient == "functions.lookup"
 
 
 def test_max_tool_calls_on_the_real_engine(tiny_llm):
@@ -81,9 +83,9 @@ def test_context_budget_counts_tool_tokens_on_the_real_engine(tiny_llm):
     entry = SCRIPTED_PROBLEMS[0]
     engine = VLLMEngine(tiny_llm)
     with Agent(engine=engine, temperature=0.0, max_tokens=2000) as agent:
-        prompt_len = len(transcript_segments(entry, agent.prompt)[0][1])
-        first_completion = len(transcript_segments(entry, agent.prompt)[1][1])
-        engine.max_model_len = prompt_len + first_completion + 25  # room for the tool reply and a few tokens
+        (_, prompt), (_, first), (_, tool), (_, final) = transcript_segments(entry, agent.prompt)
+        engine.max_model_len = len(prompt) + len(first) + len(tool) + 5  # the final message cannot fit
+        assert len(final) > 5
         [[r]] = agent.run([entry.problem])
     assert r.finish_reason == "context"
     assert len(r.trajectory) == engine.max_model_len
