@@ -429,6 +429,9 @@ def test_no_processes_left_when_the_parent_is_killed(tmp_path):
     while time.monotonic() < deadline and any(alive(pid) for pid in tree):
         time.sleep(0.05)
     assert not any(alive(pid) for pid in tree), [p for p in tree if alive(p)]
+    while time.monotonic() < deadline and os.path.exists(info["root"]):
+        time.sleep(0.05)
+    assert not os.path.exists(info["root"])  # the template cleaned up after the parent died
 
 
 def test_template_death_is_recovered_transparently():

@@ -93,7 +93,7 @@ def require_process_limit(pool, session) -> None:
     if pids_paths and "pids" in pool.info["isolation"]["cgroups"]:
         f = Path("/sys/fs/cgroup/pids" + pids_paths[0], "pids.max")
         pids_max = int(f.read_text()) if f.exists() else None
-    by_cgroup = pids_max is not None and pids_max <= PROCESS_LIMIT + 1
+    by_cgroup = pids_max is not None and pids_max <= PROCESS_LIMIT
     by_rlimit = uid != 0 and capeff == 0 and nproc <= PROCESS_LIMIT
     if not (by_cgroup or by_rlimit):
         pytest.fail(f"no per-session process limit in force ({pids_max=}, {uid=}, {capeff=:#x}, {nproc=}); "

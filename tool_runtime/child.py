@@ -8,6 +8,7 @@ it gets back as untrusted data (protocol.py).
 """
 from __future__ import annotations
 
+import gc
 import os
 import random
 import signal
@@ -201,8 +202,7 @@ def _reseed() -> None:
 
 
 def _enter_namespaces(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any]) -> None:
-    """Steps taken as root, by the first process of the session (the reaper when there is a PID namespace)."""
-    os.setsid()
+    """Steps the session process takes as root: stdin, cgroups, network namespace, OOM priority."""
     limits.set_parent_death_signal(signal.SIGKILL)
     devnull = os.open("/dev/null", os.O_RDWR)
     os.dup2(devnull, 0)
@@ -221,8 +221,7 @@ def _enter_namespaces(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, 
 
 
 def _lock_down(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    """Steps of the session process itself: work dir, rlimits, unprivileged uid, environment, seeds."""
-    limits.set_parent_death_signal(signal.SIGKILL)
+    """Then, still in the session process: work dir, rlimits, unprivileged uid, environment, seeds."""
     gpid = limits.global_pid()
     users = plan["users"]
     uid = cfg.uid_base + gpid if users else os.getuid()
@@ -246,6 +245,7 @@ def _lock_down(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any]) -
     os.environ.update(HOME=workdir, TMPDIR=workdir, PWD=workdir, USER="session", LOGNAME="session")
     tempfile.tempdir = None
     _reseed()
+    gc.enable()
     return {"pid": gpid, "ns_pid": os.getpid(), "uid": os.getuid(), "rlimits": applied}
 
 
@@ -284,14 +284,18 @@ def session_entry(channel: socket.socket, shell, cfg: RuntimeConfig, plan: dict[
     """First code of a freshly forked session (called in the template's child). Never returns."""
     reply_cap = max_reply_bytes(cfg.max_output_chars)
     try:
-        _enter_namespaces(cfg, plan, spec)
+        os.setsid()
+        limits.set_parent_death_signal(signal.SIGKILL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the template's clean-up handler is not for sessions
         if plan["pid_namespace"]:
             # We are PID 1 of a new namespace. The session proper runs as our child (PID 2), so that
-            # os.kill(os.getppid(), 9) hits an immune init and orphans of the cell get reaped.
+            # os.kill(os.getppid(), 9) hits an immune init and orphans of the cell get reaped. Fork at once:
+            # the less this process runs, the fewer of the template's pages it copies.
             session_pid = os.fork()
             if session_pid:
                 channel.close()
                 _reap_forever(session_pid)
+        _enter_namespaces(cfg, plan, spec)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which refuses the session
         _fail(channel, exc, reply_cap)
     session_main(channel, shell, cfg, plan, spec)

@@ -134,8 +134,9 @@ class Template:
         shell = make_shell()
         warm_up(shell, cfg.warmup if all(m in preloaded for m in ("numpy", "sympy")) else "1 + 1", "1/0")
         self.shell = shell
-        gc.collect()
-        gc.freeze()  # the GC never touches (and so never copies) the template's objects in a session
+        # No collection before the freeze: it would leave freed holes in pages that sessions then fill with
+        # their own objects (copying the pages). Frozen objects are never scanned by a session's collector.
+        gc.freeze()
 
         threads = limits.thread_count()
         self.plan = {"pid_namespace": pid_ns, "net_namespace": net_ns and not cfg.network, "users": users}
@@ -183,7 +184,7 @@ class Template:
                                 "cgroups": {}}
         if self.cgroups is not None and self.cgroups.available:
             spec["cgroups"] = self.cgroups.make_session(
-                name, pids_max=cfg.max_processes + 1, memory_max=cfg.memory_limit + (256 << 20))
+                name, pids_max=cfg.max_processes, memory_max=cfg.memory_limit + (256 << 20))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         if self.plan["pid_namespace"]:
             limits.unshare(limits.CLONE_NEWPID)  # affects only the next child: it becomes PID 1 of a new namespace
@@ -302,7 +303,8 @@ class Template:
             self.cgroups.remove_all()
 
     # ----------------------------------------------------------------------------------------- loop
-    def serve(self) -> None:
+    def serve(self) -> bool:
+        """Answer control requests until shutdown (returns True) or the parent is gone (returns False)."""
         reader = FrameReader(self.ctl, CTL_MAX_BYTES)
         poller = select.poll()
         poller.register(self.ctl, select.POLLIN)
@@ -312,12 +314,12 @@ class Template:
                 for pid in list(self.children):
                     self._reap(pid, block=False)
                 if os.getppid() != self.parent_pid:
-                    return
+                    return False
                 continue
             try:
                 req = reader.read()
             except (PeerClosed, ProtocolError, OSError):
-                return
+                return False
             op = req.get("op")
             fds: list[int] = []
             try:
@@ -328,7 +330,7 @@ class Template:
                 elif op == "shutdown":
                     self.shutdown()
                     send_frame(self.ctl, {"op": "bye"}, CTL_MAX_BYTES)
-                    return
+                    return True
                 else:
                     reply = {"op": "error", "error": f"unknown op {op!r}"}
             except Exception as exc:  # noqa: BLE001 - reported to the parent, the template keeps serving
@@ -351,21 +353,24 @@ class Template:
 
 
 def main() -> None:
+    gc.disable()  # until the freeze before forking (see Template.prepare); sessions enable it again
     ctl_fd, parent_pid = int(sys.argv[1]), int(sys.argv[2])
-    limits.set_parent_death_signal(signal.SIGKILL)
+    # SIGTERM (not SIGKILL) when the parent dies, so that we still kill, reap and clean up every session.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    limits.set_parent_death_signal(signal.SIGTERM)
     if os.getppid() != parent_pid:  # the parent died before the death signal was armed
         os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # a Ctrl-C for the user's program is not for us
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     os.environ.pop("PYTHONPATH", None)             # only needed to find this package; not for sessions
     ctl = socket.socket(fileno=ctl_fd)
     template: Template | None = None
+    orderly = False
     try:
         cfg = RuntimeConfig.from_dict(FrameReader(ctl, CTL_MAX_BYTES).read(time.monotonic() + 60))
         template = Template(ctl, cfg, parent_pid)
         template.prepare()
         send_frame(ctl, {"op": "ready", "info": template.info}, CTL_MAX_BYTES)
-        template.serve()
+        orderly = template.serve()
     except BaseException as exc:  # noqa: BLE001
         if not isinstance(exc, SystemExit):
             traceback.print_exc()
@@ -374,8 +379,11 @@ def main() -> None:
             except OSError:
                 pass
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if template is not None:
             template.shutdown()
+            if not orderly:  # the parent is gone (or hung up): nobody else will remove the pool's directory
+                shutil.rmtree(template.cfg.workdir_root, ignore_errors=True)
     os._exit(0)
 
 
