@@ -282,6 +282,20 @@ def test_host_files_are_not_writable(session):
         assert not os.path.exists(path)
 
 
+def test_temporary_files_stay_inside_the_pool(pool, session, tmp_path):
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("s3cret")
+    secret.chmod(0o600)
+    r = session.run(f"open({str(secret)!r}).read()")
+    assert r.status == "error" and "s3cret" not in r.output
+    r = session.run("open('/tmp/left-behind.txt', 'w').write('x')")
+    assert r.status == "ok"
+    if pool.info["isolation"]["private_tmp"]:
+        assert not os.path.exists("/tmp/left-behind.txt")  # a private tmpfs, gone with the pool
+    if IS_ROOT:
+        assert "/tmp" in pool.info["isolation"]["private_tmp"]
+
+
 def test_pickle_payload_on_the_channel_is_never_unpickled(session, tmp_path):
     marker = tmp_path / "pwned"
     r = session.run(textwrap.dedent(f"""\

@@ -37,6 +37,7 @@ class RuntimeConfig:
     memory_limit: int = 4 * GiB          # address space allowed above the template's VmSize; memory cgroup limit
     max_file_bytes: int = 1 * GiB        # RLIMIT_FSIZE: largest file a session can write
     max_open_files: int = 1024           # RLIMIT_NOFILE
+    tmp_bytes: int = 1 * GiB             # size of the pool's private /tmp, /var/tmp and /dev/shm (each)
     max_processes: int = 64              # pids cgroup limit (processes + threads) and RLIMIT_NPROC
     cpu_seconds: int = 3600              # RLIMIT_CPU backstop over a session process's whole life
     network: bool = False                # False: each session gets an empty network namespace
@@ -67,7 +68,8 @@ class RuntimeConfig:
     def validate(self) -> None:
         if self.max_output_chars < 1:
             raise ValueError("max_output_chars must be >= 1")
-        for name in ("memory_limit", "max_file_bytes", "max_open_files", "max_processes", "cpu_seconds"):
+        for name in ("memory_limit", "max_file_bytes", "max_open_files", "max_processes", "cpu_seconds",
+                     "tmp_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         if self.spare_sessions < 0:

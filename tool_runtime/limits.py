@@ -174,6 +174,28 @@ def expose_paths(paths: Iterable[str], max_rounds: int = 8) -> list[str]:
     raise RuntimeError(f"could not expose {paths} within {max_rounds} rounds")
 
 
+def private_tmpfs(directory: str, size: int, keep: Iterable[str] = ()) -> None:
+    """Cover `directory` (e.g. /tmp) with a fresh sticky world-writable tmpfs of at most `size` bytes, so that
+    what sessions leave there is private to this mount namespace and vanishes with it. Entries directly below
+    `directory` that lead to a path in `keep` are bind-mounted back (e.g. the pool's own directory)."""
+    directory = os.path.realpath(directory)
+    names = set()
+    for path in keep:
+        rel = os.path.relpath(os.path.realpath(path), directory)
+        if rel != "." and not rel.startswith(".."):
+            names.add(rel.split(os.sep, 1)[0])
+    fds = {name: os.open(os.path.join(directory, name), os.O_PATH | os.O_CLOEXEC) for name in sorted(names)}
+    try:
+        mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={int(size)}")
+        for name, fd in fds.items():
+            target = os.path.join(directory, name)
+            os.mkdir(target, 0o700)
+            mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
 def private_mount_namespace() -> None:
     """Enter a new mount namespace whose mounts never propagate back to the host."""
     unshare(CLONE_NEWNS)

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import weakref
+from types import EllipsisType
 from typing import Any, Iterable
 
 from .config import GiB, RuntimeConfig
@@ -65,6 +66,8 @@ class SessionPool:
                       of its memory cgroup when one is available
     max_file_bytes    largest file a session may write (RLIMIT_FSIZE)
     max_open_files    RLIMIT_NOFILE
+    tmp_bytes         size cap of the pool's private /tmp, /var/tmp and /dev/shm (tmpfs, shared by its sessions,
+                      removed with the pool; needs a mount namespace, i.e. root)
     max_processes     processes + threads per session (pids cgroup; RLIMIT_NPROC under a per-session uid)
     cpu_seconds       RLIMIT_CPU backstop per session process
     preload           modules imported once in the template and shared by all sessions
@@ -80,6 +83,7 @@ class SessionPool:
     def __init__(self, max_sessions: int = 256, timeout: float = 10.0, max_output_chars: int = 1000, *,
                  interrupt_grace: float = 2.0, open_timeout: float | None = 60.0,
                  memory_limit: int = 4 * GiB, max_file_bytes: int = 1 * GiB, max_open_files: int = 1024,
+                 tmp_bytes: int = 1 * GiB,
                  max_processes: int = 64, cpu_seconds: int = 3600,
                  preload: Iterable[str] = ("numpy", "sympy"), network: bool = False,
                  isolate_users: bool = True, uid_base: int = 2_000_000_000, nice: int = 0,
@@ -103,7 +107,7 @@ class SessionPool:
         os.chmod(self._root, 0o711)  # sessions may enter their own dir below, but not list their neighbours
         kwargs: dict[str, Any] = dict(
             max_output_chars=self.max_output_chars, preload=tuple(preload), memory_limit=int(memory_limit),
-            max_file_bytes=int(max_file_bytes), max_open_files=int(max_open_files),
+            max_file_bytes=int(max_file_bytes), max_open_files=int(max_open_files), tmp_bytes=int(tmp_bytes),
             max_processes=int(max_processes), cpu_seconds=int(cpu_seconds), network=bool(network),
             isolate_users=bool(isolate_users), uid_base=int(uid_base), nice=int(nice),
             spare_sessions=int(spare_sessions),
@@ -148,8 +152,12 @@ class SessionPool:
             return self._template
 
     # ----------------------------------------------------------------------------------------- sessions
-    def open(self, timeout: float | None = ...) -> Session:  # type: ignore[assignment]
-        """A new session forked from the warm template. Waits for a free slot (see `open_timeout`)."""
+    def open(self, timeout: float | None | EllipsisType = ...) -> Session:
+        """A new session forked from the warm template.
+
+        When `max_sessions` sessions are open, waits for one to close: up to `timeout` seconds (default: the
+        pool's `open_timeout`; None waits forever, 0 does not wait), then raises PoolExhaustedError.
+        """
         self._check_open()
         wait = self.open_timeout if timeout is ... else timeout
         got = self._slots.acquire() if wait is None else self._slots.acquire(timeout=max(0.0, wait))
@@ -274,6 +282,8 @@ class SessionPool:
         for s in sessions:
             s._closed = True
             self._kill_proc(s._proc)
+        for _ in sessions:  # wake threads waiting in open(); they see the pool closed
+            self._slots.release()
         self._template.shutdown()  # kills and reaps whatever is left, removes cgroups and work dirs
         for s in sessions:
             proc = s._proc

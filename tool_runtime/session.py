@@ -111,6 +111,8 @@ class Session:
 
     async def arun(self, code: str, timeout: float | None = None) -> ExecResult:
         """`await session.arun(code)`: `run` on the pool's thread pool, so the event loop never blocks."""
+        if self._closed or self._pool.closed:
+            raise SessionClosedError("session is closed")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool._executor(), functools.partial(self.run, code, timeout))
 

@@ -62,6 +62,7 @@ class Template:
         self.plan: dict[str, Any] = {}
         self.info: dict[str, Any] = {}
         self.spares: collections.deque[dict[str, Any]] = collections.deque()
+        self.root_parent_fd: int | None = None
 
     # ----------------------------------------------------------------------------------------- start-up
     def prepare(self) -> None:
@@ -95,6 +96,20 @@ class Template:
                 notes["users"] = f"could not expose the Python installation: {exc}"
         elif cfg.isolate_users:
             notes["users"] = "not root: sessions run as the pool's own uid"
+
+        # Temporary directories: a private tmpfs each, so files sessions leave there are invisible to the
+        # host, capped in size, and gone with the pool.
+        private_tmp: list[str] = []
+        # The pool's directory as the host sees it, for removing it should the parent die (see main).
+        self.root_parent_fd = os.open(os.path.dirname(cfg.workdir_root), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        if mount_ns:
+            for d in ("/tmp", "/var/tmp", "/dev/shm"):
+                if os.path.isdir(d) and not os.path.islink(d):
+                    try:
+                        limits.private_tmpfs(d, cfg.tmp_bytes, keep=[cfg.workdir_root])
+                        private_tmp.append(d)
+                    except OSError as exc:
+                        notes[f"private_tmp {d}"] = str(exc)
 
         # Network: the template itself moves to an empty network namespace (so even a session whose own unshare
         # failed has no network); each session then unshares again so sessions cannot reach each other either.
@@ -154,6 +169,7 @@ class Template:
                 "net_namespace": self.plan["net_namespace"],
                 "mount_namespace": mount_ns,
                 "exposed_paths": exposed,
+                "private_tmp": private_tmp,
                 "per_session_uid": users,
                 "cgroups": self.cgroups.available,
                 "process_limit": ("pids cgroup" if "pids" in self.cgroups.available
@@ -205,6 +221,8 @@ class Template:
                 for spare in self.spares:
                     spare["sock"].close()
                     os.close(spare["pidfd"])
+                if self.root_parent_fd is not None:
+                    os.close(self.root_parent_fd)
                 if self.pidns_fd is not None:
                     os.close(self.pidns_fd)
                 session_entry(theirs, self.shell, cfg, self.plan, spec)
@@ -285,6 +303,15 @@ class Template:
         shutil.rmtree(rec["workdir"], ignore_errors=True)
         if rec["cgroups"]:
             limits.Cgroups.remove_session(rec["cgroups"])
+
+    def remove_root(self) -> None:
+        """Remove the pool's directory (only when the parent is gone: normally the parent does it)."""
+        shutil.rmtree(self.cfg.workdir_root, ignore_errors=True)  # contents; the dir may be a mount point here
+        if self.root_parent_fd is not None:
+            try:
+                os.rmdir(os.path.basename(self.cfg.workdir_root), dir_fd=self.root_parent_fd)
+            except OSError:
+                pass
 
     def shutdown(self) -> None:
         while self.spares:
@@ -383,7 +410,7 @@ def main() -> None:
         if template is not None:
             template.shutdown()
             if not orderly:  # the parent is gone (or hung up): nobody else will remove the pool's directory
-                shutil.rmtree(template.cfg.workdir_root, ignore_errors=True)
+                template.remove_root()
     os._exit(0)
 
 
