@@ -178,7 +178,7 @@ def test_thread_left_running(session):
     assert r.output == "'started'\n"
     t = time.monotonic()
     assert session.run("2 + 2").output == "4\n"
-    assert time.monotonic() - t < 1.0
+    assert time.monotonic() - t < 2.0
     assert state_kept(session)
 
 

@@ -1,10 +1,10 @@
 """The code that runs inside a session process: isolation set-up after fork, then the cell loop.
 
-The template (template.py) builds one IPython shell, warms it up and forks; each fork calls `session_main`,
-which locks itself down (own process group, parent-death signal, cgroups, empty network namespace, rlimits,
-unprivileged uid, private work dir), replaces stdio with bounded capture, says "ready" and then answers
-`run` frames until its channel closes. Nothing here trusts the cells it runs: the parent treats every frame
-it gets back as untrusted data (protocol.py).
+The template (template.py) builds one IPython shell, warms it up and forks; each fork runs `session_entry`:
+as PID 1 of its new PID namespace it forks the session proper and stays behind as a reaper. The session joins
+its cgroups and an empty network namespace, locks itself down (rlimits, unprivileged uid, private work dir),
+replaces stdio with bounded capture, says "ready" and answers `run` frames until its channel closes. Nothing
+here trusts the cells it runs: the parent treats every frame it gets back as untrusted data (protocol.py).
 """
 from __future__ import annotations
 

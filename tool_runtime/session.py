@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import result as texts
 from .child import MAX_REQUEST_BYTES, max_reply_bytes
-from .protocol import FrameReader, PeerClosed, ProtocolError, send_frame
+from .protocol import FrameReader, PeerClosed, ProtocolError, encode
 from .result import ExecResult
 
 if TYPE_CHECKING:
@@ -100,8 +100,6 @@ class Session:
         limit = self._pool.timeout if timeout is None else float(timeout)
         if not limit > 0:
             raise ValueError("timeout must be > 0")
-        if len(code.encode("utf-8", "surrogatepass")) > MAX_REQUEST_BYTES - 1024:
-            raise ValueError(f"code is larger than {MAX_REQUEST_BYTES >> 20} MiB")
         with self._lock:
             if self._closed:
                 raise SessionClosedError("session is closed")
@@ -119,9 +117,13 @@ class Session:
     def _run_locked(self, proc: _Proc, code: str, limit: float) -> ExecResult:
         self._next_id += 1
         rid = self._next_id
+        try:
+            frame = encode({"op": "run", "id": rid, "code": code}, MAX_REQUEST_BYTES)
+        except ProtocolError:
+            raise ValueError(f"code is too large (the limit is {MAX_REQUEST_BYTES >> 20} MiB)") from None
         start = time.monotonic()
         try:
-            send_frame(proc.sock, {"op": "run", "id": rid, "code": code}, MAX_REQUEST_BYTES)
+            proc.sock.sendall(frame)
             reply = self._await_done(proc, rid, start + limit)
             return self._finish(reply, time.monotonic() - start)
         except TimeoutError:

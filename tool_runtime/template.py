@@ -3,16 +3,20 @@
 Started by launcher.py as `python -s -m tool_runtime.template CTL_FD PARENT_PID` with a clean environment (never
 by forking the user's process, which may hold CUDA contexts, OpenMP threads and model weights). It:
 
-1. dies with its parent (parent-death signal, and EOF on the control socket);
-2. enters a private mount namespace and an empty network namespace, probes PID namespaces and cgroups, and
-   decides the isolation plan every session must apply (reported to the pool as `info`);
+1. dies with its parent (parent-death signal SIGTERM, or EOF on the control socket), killing, reaping and
+   cleaning up every session first;
+2. enters a private mount namespace (exposing the Python installation to unprivileged uids; private /tmp,
+   /var/tmp, /dev/shm) and an empty network namespace, probes PID namespaces and cgroups, and decides the
+   isolation plan every session must apply (reported to the pool as `info`);
 3. imports the preload modules, builds the IPython shell, runs the warm-up cells, freezes the GC heap and checks
    it is single-threaded;
-4. serves control requests: `fork` (new session; replies with the session's socket and a pidfd as SCM_RIGHTS),
-   `release` (reap a dead/killed session, remove its cgroups and work dir), `shutdown`.
+4. serves control requests: `fork` (hand over a spare session, or fork one; replies with the session's socket
+   and a pidfd as SCM_RIGHTS), `release` (reap a dead/killed session, remove its cgroups and work dir),
+   `shutdown`; and keeps `spare_sessions` forked ahead.
 
-Sessions are children of this process, never of the user's process, and each is PID 1 of its own PID
-namespace, so `os.kill(os.getppid(), 9)` and `os.kill(-1, 9)` in a cell reach nothing outside the session.
+Sessions descend from this process, never from the user's process. Each starts as PID 1 of its own PID
+namespace (a root reaper) whose child runs the cells, so `os.kill(os.getppid(), 9)` and `os.kill(-1, 9)` in a
+cell reach nothing outside the session.
 """
 from __future__ import annotations
 
@@ -51,6 +55,8 @@ def _exit_status(status: int, via_reaper: bool) -> dict[str, Any]:
 
 
 class Template:
+    """State of the template process: the shell to fork, the isolation plan, live sessions and spares."""
+
     def __init__(self, ctl: socket.socket, cfg: RuntimeConfig, parent_pid: int):
         self.ctl = ctl
         self.cfg = cfg
