@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-__all__ = ["COLUMNS", "format_table", "format_report"]
+__all__ = ["COLUMNS", "format_table", "format_report", "published_modes"]
 
 COLUMNS = ("evaluation_mode", "num_entries", "avg_tokens", "gen_seconds", "symbolic_correct", "no_answer")
 
@@ -42,6 +42,17 @@ def format_table(benchmark: str, modes: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def format_report(metrics: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
-    """All benchmarks' tables, separated by blank lines."""
-    return "\n\n".join(format_table(bench, modes) for bench, modes in metrics.items() if modes)
+def published_modes(modes: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """The rows of the published table: pass@1[avg-of-k], majority@k and pass@k for the largest k."""
+    ks = [int(m.split("@")[1]) for m in modes if m.startswith("majority@")]
+    if not ks:
+        return dict(modes)
+    k = max(ks)
+    wanted = (f"pass@1[avg-of-{k}]", f"majority@{k}", f"pass@{k}")
+    return {m: modes[m] for m in wanted if m in modes}
+
+
+def format_report(metrics: Mapping[str, Mapping[str, Mapping[str, Any]]], full: bool = False) -> str:
+    """All benchmarks' tables, separated by blank lines: the published rows, or every k when ``full``."""
+    return "\n\n".join(format_table(bench, modes if full else published_modes(modes))
+                        for bench, modes in metrics.items() if modes)

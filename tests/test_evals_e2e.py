@@ -1,0 +1,96 @@
+"""`harmony-eval` and `harmony-generate` end to end on the real vLLM engine with the tiny scripted model.
+
+Each command runs in its own process, as a user runs it: it loads the model from its folder itself.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.tiny_harmony_model import SCRIPTED_PROBLEMS
+
+ENGINE_FLAGS = ["--max-model-len", "4096", "--kv-cache-memory-bytes", "256M", "--enforce-eager",
+                "--tokens-to-generate", "300", "--no-progress"]
+
+
+def run(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_LOGGING_LEVEL": "WARNING"}
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=Path(__file__).resolve().parent.parent)
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def scripted_jsonl(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "scripted.jsonl"
+    path.write_text("".join(json.dumps({"id": f"s{i}", "problem": p.problem, "answer": p.answer}) + "\n"
+                            for i, p in enumerate(SCRIPTED_PROBLEMS)))
+    return path
+
+
+def test_harmony_eval_on_aime24_and_a_jsonl_benchmark_in_one_run(tiny_model_path, scripted_jsonl, tmp_path):
+    out = tmp_path / "run"
+    args = ["aime24,jsonl:" + str(scripted_jsonl), "--num-samples", "2", "--limit", "2", "--model",
+            str(tiny_model_path), "--output-dir", str(out), "--temperature", "0", "--reasoning-effort", "low",
+            *ENGINE_FLAGS]
+    proc = run("evals.cli", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = " ".join(proc.stdout.split())  # columns are padded to align
+    for bench in ("aime24", "scripted"):
+        assert f" {bench} " in table
+    assert "evaluation_mode | num_entries | avg_tokens | gen_seconds | symbolic_correct | no_answer" in table
+    for row in ("pass@1[avg-of-2] | 2 |", "majority@2 | 2 |", "pass@2 | 2 |", "pass@2 | 2 | "):
+        assert row in table
+    assert "pass@1[avg-of-2] | 2 | " in table and "100.00% | 0.00%" in table
+
+    # the scripted problems are solved with real tool calls, in the published output layout
+    lines = read_lines(out / "eval-results" / "scripted" / "output-rs0.jsonl")
+    assert len(lines) == 2 and all(line["symbolic_correct"] for line in lines)
+    assert all(line["code_rounds_executed"] >= 1 and line["finish_reason"] == "final" for line in lines)
+    for key in ("generation", "predicted_answer", "num_generated_tokens", "num_tool_tokens", "num_code_timeouts",
+                "code_execution_time", "generation_start_time", "generation_end_time"):
+        assert key in lines[0]
+    metrics = json.loads((out / "eval-results" / "scripted" / "metrics.json").read_text())
+    assert metrics["scripted"]["pass@1[avg-of-2]"]["symbolic_correct"] == 100.0
+
+    # aime24: the tiny model has never seen these; every sample still ends cleanly and is recorded once
+    for seed in (0, 1):
+        aime = read_lines(out / "eval-results" / "aime24" / f"output-rs{seed}.jsonl")
+        assert sorted(line["id"] for line in aime) == ["2024-I-1", "2024-I-2"]
+        assert all(line["finish_reason"] in {"final", "length", "context", "max_tool_calls"} for line in aime)
+
+    # the same command again finds every sample done: nothing is generated or duplicated
+    before = {p: p.read_text() for p in out.rglob("output-rs*.jsonl")}
+    again = run("evals.cli", *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.read_text() for p in out.rglob("output-rs*.jsonl")} == before
+
+    summary = run("evals.cli", "summarize", str(out))
+    assert summary.returncode == 0 and "pass@1[avg-of-2] | 2 |" in " ".join(summary.stdout.split())
+
+
+def test_harmony_generate_chunks_and_merge_on_the_real_engine(tiny_model_path, scripted_jsonl, tmp_path):
+    out = tmp_path / "sdg"
+    for chunk in ("0", "1"):
+        proc = run("evals.generate", "--input-file", str(scripted_jsonl), "--output-dir", str(out),
+                   "--prompt-template", "{problem}", "--answer-field", "answer", "--num-samples", "1",
+                   "--num-chunks", "2", "--chunk-id", chunk, "--model", str(tiny_model_path), "--temperature", "0",
+                   "--save-tokens", *ENGINE_FLAGS)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    merged = run("evals.generate", "merge", str(out))
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    assert sorted(p.name for p in (out / "chunks").iterdir()) == ["chunk-0-of-2", "chunk-1-of-2"]
+    merged_lines = read_lines(out / "output-rs0.jsonl")
+    assert sorted(line["id"] for line in merged_lines) == ["s0", "s1", "s2"]
+    assert all(line["symbolic_correct"] for line in merged_lines)
+    with_tokens = merged_lines[0]
+    token_keys = [k for k in with_tokens if "token" in k or "mask" in k or "logprob" in k]
+    assert token_keys, with_tokens.keys()
