@@ -403,6 +403,18 @@ def test_no_processes_left_after_pool_close():
         sessions[0].run("1")
 
 
+def test_no_processes_left_after_an_exception_in_the_with_block():
+    before = descendants(os.getpid())
+    with pytest.raises(RuntimeError, match="boom"):
+        with SessionPool(max_sessions=2, preload=()) as p:
+            p.open().run("import subprocess; s = subprocess.Popen(['sleep', '300'])")
+            raise RuntimeError("boom")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and descendants(os.getpid()) - before:
+        time.sleep(0.05)
+    assert descendants(os.getpid()) - before == set()
+
+
 def test_no_processes_left_when_the_parent_is_killed(tmp_path):
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent(f"""\

@@ -164,6 +164,15 @@ def test_c_stack_overflow_with_raised_recursion_limit(session):
     assert session.run("1").output == "1\n"
 
 
+def test_unbounded_recursion_with_raised_limit(session):
+    r = session.run("import sys\nsys.setrecursionlimit(10**8)\ndef f(n):\n    return f(n + 1)\nf(0)", timeout=2.0)
+    # Python 3.11 keeps Python frames off the C stack: this grows memory until the timeout (or MemoryError).
+    assert r.status in ("timeout", "error"), r.output
+    assert "Execution timed out after 2.0 seconds" in r.output or "Error" in r.output
+    assert r.state_lost or state_kept(session)
+    assert session.run("'alive'").output == "'alive'\n"
+
+
 def test_sys_exit_and_exit_are_harmless(session):
     r = session.run("import sys; sys.exit()")
     assert not r.state_lost and SYSTEM_EXIT_NOTE in r.output
