@@ -126,6 +126,9 @@ def main() -> None:
     pss, amortized = measure_pss(pool, SYMPY_CELL)
     print(f"PSS per session after a sympy cell (20 open):     {pss:.1f} MiB (session + its reaper); "
           f"whole pool / 20: {amortized:.1f} MiB")
+    pss50, amortized50 = measure_pss(pool, SYMPY_CELL, n=50)
+    print(f"  same with 50 sessions open:                      {pss50:.1f} MiB; whole pool / 50: "
+          f"{amortized50:.1f} MiB")
     heavy, heavy_amortized = measure_pss(pool, HEAVY_CELL)
     print(f"  same after sympy.integrate (heavier cell):       {heavy:.1f} MiB; whole pool / 20: "
           f"{heavy_amortized:.1f} MiB")

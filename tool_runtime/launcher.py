@@ -138,6 +138,8 @@ class TemplateHandle:
                 if remaining <= 0 or not poller.poll(remaining * 1000 + 1):
                     raise TimeoutError("the template did not answer in time")
                 data, new_fds, _, _ = socket.recv_fds(self._sock, 65536, 8)
+                for fd in new_fds:  # received descriptors are inheritable; no subprocess of ours may get them
+                    os.set_inheritable(fd, False)
                 fds.extend(new_fds)
                 if not data:
                     raise PeerClosed("template closed its control socket")
