@@ -128,6 +128,9 @@ def test_subprocess_and_fd_output_are_captured_in_order(session):
     r = session.run("import os, subprocess\nprint('a')\nos.system('echo b')\nprint('c')\n"
                     "subprocess.run(['echo', 'd'])\nos.write(1, b'e\\n')\nprint('f')")
     assert r.output == "a\nb\nc\nd\ne\nf\n"
+    r = session.run("import subprocess, sys\nsubprocess.run(['echo', 'via sys.stdout'], stdout=sys.stdout)\n"
+                    "subprocess.run('echo err >&2', shell=True, stderr=sys.stderr); None")
+    assert r.output == "via sys.stdout\nerr\n"
 
 
 def test_ansi_escapes_are_stripped(session):

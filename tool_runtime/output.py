@@ -83,7 +83,8 @@ class BoundedWriter(io.TextIOBase):
         return False
 
     def fileno(self) -> int:
-        raise io.UnsupportedOperation("cell output has no file descriptor")
+        # fd 1 is the capture pipe: `subprocess.run(..., stdout=sys.stdout)` and faulthandler land in the output
+        return 1
 
     def flush(self) -> None:
         pass
