@@ -289,6 +289,17 @@ def test_isolation_report_matches_what_sessions_see(pool, session):
     assert limits == [rl["RLIMIT_AS"], rl["RLIMIT_FSIZE"], rl["RLIMIT_NOFILE"], 0, rl["RLIMIT_CPU"]]
 
 
+def test_isolation_can_be_relaxed_and_says_so():
+    with SessionPool(max_sessions=2, preload=(), cgroups=False, network=True, isolate_users=False,
+                     spare_sessions=0) as p:
+        iso = p.info["isolation"]
+        assert iso["cgroups"] == [] and not iso["net_namespace"] and not iso["per_session_uid"]
+        with p.open() as s:
+            uid, net = value(s, "[__import__('os').getuid(), __import__('os').readlink('/proc/self/ns/net')]")
+            assert uid == os.getuid() and net == os.readlink("/proc/self/ns/net")
+            assert s.run("21 * 2").output == "42\n"
+
+
 # ------------------------------------------------------------------------------------------------ concurrency
 
 def test_fifty_sessions_run_at_once(pool):

@@ -40,6 +40,7 @@ class RuntimeConfig:
     tmp_bytes: int = 1 * GiB             # size of the pool's private /tmp, /var/tmp and /dev/shm (each)
     max_processes: int = 64              # pids cgroup limit (processes + threads) and RLIMIT_NPROC
     cpu_seconds: int = 3600              # RLIMIT_CPU backstop over a session process's whole life
+    cgroups: bool = True                 # per-session pids + memory cgroups where writable
     network: bool = False                # False: each session gets an empty network namespace
     isolate_users: bool = True           # as root: each session runs as its own unprivileged uid
     uid_base: int = 2_000_000_000        # session uid = uid_base + the session's pid

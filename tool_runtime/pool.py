@@ -72,6 +72,8 @@ class SessionPool:
     cpu_seconds       RLIMIT_CPU backstop per session process
     preload           modules imported once in the template and shared by all sessions
     network           False (default): sessions have no network (empty network namespace) where permitted
+    cgroups           True: a pids and a memory cgroup per session where writable (moving a process into a
+                      cgroup v1 costs 5-20 ms per session start; spares hide it)
     isolate_users     as root, run each session under its own unprivileged uid (uid_base + pid)
     spare_sessions    sessions the template keeps forked and set up ahead of time, so `open()` returns in about
                       a millisecond (0: fork on demand; each spare costs a few MiB)
@@ -85,7 +87,7 @@ class SessionPool:
                  memory_limit: int = 4 * GiB, max_file_bytes: int = 1 * GiB, max_open_files: int = 1024,
                  tmp_bytes: int = 1 * GiB,
                  max_processes: int = 64, cpu_seconds: int = 3600,
-                 preload: Iterable[str] = ("numpy", "sympy"), network: bool = False,
+                 preload: Iterable[str] = ("numpy", "sympy"), network: bool = False, cgroups: bool = True,
                  isolate_users: bool = True, uid_base: int = 2_000_000_000, nice: int = 0,
                  spare_sessions: int = 2,
                  warmup: str | None = None, workdir_root: str | None = None,
@@ -108,7 +110,7 @@ class SessionPool:
         kwargs: dict[str, Any] = dict(
             max_output_chars=self.max_output_chars, preload=tuple(preload), memory_limit=int(memory_limit),
             max_file_bytes=int(max_file_bytes), max_open_files=int(max_open_files), tmp_bytes=int(tmp_bytes),
-            max_processes=int(max_processes), cpu_seconds=int(cpu_seconds), network=bool(network),
+            max_processes=int(max_processes), cpu_seconds=int(cpu_seconds), network=bool(network), cgroups=bool(cgroups),
             isolate_users=bool(isolate_users), uid_base=int(uid_base), nice=int(nice),
             spare_sessions=int(spare_sessions),
             workdir_root=self._root, extra_env=dict(extra_env or {}))

@@ -139,7 +139,7 @@ class Template:
                 os.close(self.pidns_fd)
                 self.pidns_fd = None
 
-        self.cgroups = limits.Cgroups(f"tool_runtime-{os.getpid()}")
+        self.cgroups = limits.Cgroups(f"tool_runtime-{os.getpid()}", ("pids", "memory") if cfg.cgroups else ())
         notes.update({f"cgroup_{k}": v for k, v in self.cgroups.errors.items()})
 
         # Preload and warm up: everything imported here is shared copy-on-write by every session.
