@@ -125,7 +125,7 @@ def _others_can_traverse(path: str) -> bool:
     return bool(st.st_mode & 0o001)
 
 
-def _first_blocked(path: str) -> tuple[str, str] | None:
+def first_blocked(path: str) -> tuple[str, str] | None:
     """The first ancestor of `path` that "others" cannot traverse, and the child name needed below it."""
     parts = Path(path).parts
     cur = "/"
@@ -151,7 +151,7 @@ def expose_paths(paths: Iterable[str], max_rounds: int = 8) -> list[str]:
     for _ in range(max_rounds):
         blocked: dict[str, set[str]] = {}
         for p in paths:
-            hit = _first_blocked(p)
+            hit = first_blocked(p)
             if hit:
                 blocked.setdefault(hit[0], set()).add(hit[1])
         if not blocked:

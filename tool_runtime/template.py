@@ -94,7 +94,7 @@ class Template:
                 if mount_ns:
                     exposed = limits.expose_paths(needed)
                     users = True
-                elif not any(limits._first_blocked(os.path.realpath(p)) for p in needed if os.path.exists(p)):
+                elif not any(limits.first_blocked(os.path.realpath(p)) for p in needed if os.path.exists(p)):
                     users = True
                 else:
                     notes["users"] = "the Python installation is not readable by other uids and no mount namespace"
