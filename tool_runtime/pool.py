@@ -75,10 +75,15 @@ class SessionPool:
     cgroups           True: a pids and a memory cgroup per session where writable (moving a process into a
                       cgroup v1 costs 5-20 ms per session start; spares hide it)
     isolate_users     as root, run each session under its own unprivileged uid (uid_base + pid)
+    uid_base          first uid of that range (default 2_000_000_000, above the usual subuid ranges)
+    nice              niceness added to session processes
     spare_sessions    sessions the template keeps forked and set up ahead of time, so `open()` returns in about
                       a millisecond (0: fork on demand; each spare costs a few MiB)
+    warmup            code run once in the template before forking (default: a numpy/sympy cell)
     workdir_root      where the pool's private directory is created (default: the system temp dir)
+    extra_env         variables added to the sessions' minimal environment (nothing else is inherited)
     start_timeout     seconds the template may take to start (imports + warm-up)
+    ready_timeout     seconds a new session may take to report ready
     python            interpreter for the template (default: sys.executable)
     """
 
