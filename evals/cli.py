@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated NAME[:SAMPLES]: aime24, aime25, jsonl:PATH (e.g. aime24:16,aime25:16)")
     p.add_argument("--num-samples", type=int, default=16, help="samples per problem for a bare benchmark name")
     p.add_argument("--output-dir", default="results", help="results go to OUTPUT_DIR/eval-results/<bench>/")
+    p.add_argument("--all-k", action="store_true",
+                   help="print rows for every k (metrics.json always has them), not only the published ones")
     d = p.add_argument_group("data")
     d.add_argument("--data-dir", help="folder with <bench>.jsonl (default: $HARMONY_EVAL_DATA, else the hub)")
     d.add_argument("--input-file", help="a JSONL benchmark of your own (named after the file)")
@@ -164,8 +166,9 @@ def main(argv: Optional[Sequence[str]] = None, agent_factory: Optional[Callable[
         if argv[:1] == ["summarize"]:
             sp = _Parser(prog="harmony-eval summarize", description="Recompute metrics from the output files.")
             sp.add_argument("output_dir")
-            metrics = summarize(sp.parse_args(argv[1:]).output_dir)
-            print(format_report(metrics))
+            sp.add_argument("--all-k", action="store_true", help="rows for every k, not only the published ones")
+            sargs = sp.parse_args(argv[1:])
+            print(format_report(summarize(sargs.output_dir), full=sargs.all_k))
             return 0
         args = build_parser().parse_args(argv)
         metrics = run_eval(
@@ -174,7 +177,7 @@ def main(argv: Optional[Sequence[str]] = None, agent_factory: Optional[Callable[
             id_field=args.id_field, prompt_template=args.prompt_template, agent_factory=agent_factory,
             **agent_options(args),
         )
-        print(format_report(metrics))
+        print(format_report(metrics, full=args.all_k))
         for bench in metrics:
             print(f"metrics: {eval_results_dir(args.output_dir) / bench / 'metrics.json'}")
         return 0

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from evals.metrics import compute_metrics, ks_for, majority_at_k, no_answer_at_k, pass_at_k
-from evals.report import format_table
+from evals.report import format_report, format_table
 
 
 def rec(pid, seed, answer, correct, tokens=100, start=100.0, end=101.0):
@@ -151,3 +151,15 @@ def test_table_layout():
     assert [c.strip() for c in lines[3].split("|")] == ["majority@16", "30", "13306", "1645", "100.00%", "0.00%"]
     assert [c.strip() for c in lines[4].split("|")] == ["pass@16", "30", "13306", "1645", "100.00%", "0.00%"]
     assert "16 runs" in lines[5] and "2.50" in lines[5]
+
+
+def test_report_prints_the_published_rows_unless_all_k():
+    records = [{"id": str(p), "seed": s, "predicted_answer": "1", "symbolic_correct": s % 2 == 0,
+                "num_generated_tokens": 10, "generation_start_time": 0.0, "generation_end_time": 1.0}
+               for p in range(2) for s in range(4)]
+    metrics = {"b": compute_metrics(records)}
+    published = [line.split("|")[0].strip() for line in format_report(metrics).splitlines()[2:5]]
+    assert published == ["pass@1[avg-of-4]", "majority@4", "pass@4"]
+    everything = format_report(metrics, full=True)
+    assert "pass@1[avg-of-2]" in everything and "majority@2" in everything
+    assert "pass@1[avg-of-2]" not in format_report(metrics)
