@@ -124,6 +124,13 @@ def test_build_is_cached(model_dir, tmp_path):
     assert not tiny._is_built(tmp_path / "missing", tiny.recipe_key())
 
 
+def test_build_refuses_to_replace_a_foreign_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError):
+        tiny.build(tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_default_cache_dir_respects_env(monkeypatch, tmp_path):
     monkeypatch.setenv(tiny.CACHE_ENV, str(tmp_path))
     assert tiny.default_cache_dir() == tmp_path / "tiny-harmony-model"
