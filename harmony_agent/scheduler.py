@@ -84,7 +84,7 @@ class Scheduler:
     def run(self, tasks: Iterable[Any]) -> Iterator[tuple[Any, Result]]:
         pending = iter(tasks)
         live: dict[str, _Live] = {}          # request id -> trajectory with a request in the engine
-        in_tools: set[int] = set()           # ids of trajectories whose call is running
+        in_tools: dict[int, _Live] = {}      # trajectories whose call is running, by id()
         ready: deque[_Live] = deque()        # trajectories to (re)submit
         finished: deque[tuple[Any, Result]] = deque()
         tool_done: queue.SimpleQueue[_ToolDone] = queue.SimpleQueue()
@@ -124,11 +124,11 @@ class Scheduler:
                     except queue.Empty:
                         break
                     self._on_tool_done(done, ready, finished, in_tools)
-        finally:
+        finally:  # normal end, an error, or the consumer stopped early (GeneratorExit, Ctrl-C)
             self.engine.abort(list(live))
+            for state in [*live.values(), *ready, *in_tools.values()]:
+                self._close_session(state)  # also stops a cell that is still running
             workers.shutdown(wait=True, cancel_futures=True)
-            for state in list(live.values()) + list(ready):
-                self._close_session(state)
             while not tool_done.empty():
                 self._close_session(tool_done.get_nowait().live)
 
@@ -152,7 +152,8 @@ class Scheduler:
         live[state.request_id] = state
 
     def _on_completion(self, state: _Live, completion: Completion, ready: deque, finished: deque,
-                       in_tools: set[int], tool_done: queue.SimpleQueue, workers: ThreadPoolExecutor) -> None:
+                       in_tools: dict[int, _Live], tool_done: queue.SimpleQueue,
+                       workers: ThreadPoolExecutor) -> None:
         ids = completion.token_ids
         state.trajectory.append_model(ids, completion.logprobs)
         parsed = parse_completion(ids)
@@ -174,7 +175,7 @@ class Scheduler:
         error = self._call_error(call)
         if error is not None:
             return self._reply(state, call, error, ready, finished)
-        in_tools.add(id(state))
+        in_tools[id(state)] = state
         workers.submit(self._execute, state, call, tool_done)
 
     def _call_error(self, call: ToolCall) -> str | None:
@@ -215,9 +216,9 @@ class Scheduler:
         record = ToolCallRecord(call.text, result.output, result.status, result.seconds, result.state_lost)
         tool_done.put(_ToolDone(state, record, result.output, call.channel, tm.PYTHON))
 
-    def _on_tool_done(self, done: _ToolDone, ready: deque, finished: deque, in_tools: set[int]) -> None:
+    def _on_tool_done(self, done: _ToolDone, ready: deque, finished: deque, in_tools: dict[int, _Live]) -> None:
         state = done.live
-        in_tools.discard(id(state))
+        in_tools.pop(id(state), None)
         if done.record is not None:
             state.tool_calls.append(done.record)
         call = ToolCall(tm.PYTHON, done.channel, None, "")

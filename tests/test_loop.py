@@ -227,3 +227,26 @@ def test_bad_arguments_are_clear():
         Agent()
     with pytest.raises(ValueError, match="reasoning_effort"):
         Agent(engine=ScriptedEngine(by_turn()), reasoning_effort="extreme")
+
+
+def test_stopping_the_stream_stops_a_running_cell_at_once():
+    """Ctrl-C or a consumer that stops early must not wait for a slow cell to time out."""
+    import time
+
+    from tool_runtime import SessionPool
+
+    sleepy = "<|channel|>analysis to=python code<|message|>import time; time.sleep(60)<|call|>"
+
+    def respond(prompt_ids, turn):
+        return toks(FINAL_2 if "quick" in get_encoding().decode(prompt_ids) else sleepy)
+
+    with SessionPool(max_sessions=4, timeout=60.0) as pool:
+        agent, _, _ = make_agent(respond, pool=pool, tool_timeout=60.0)
+        stream = agent.stream([Task("slow"), Task("quick")])
+        task, _ = next(stream)
+        assert task.problem == "quick"
+        time.sleep(0.5)  # the slow cell is running now
+        start = time.monotonic()
+        stream.close()
+        assert time.monotonic() - start < 5
+        assert pool.info["live_sessions"] == 0
