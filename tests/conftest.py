@@ -31,8 +31,10 @@ def tiny_llm(tiny_model_path):
     """One real vLLM engine (CPU build) over the tiny model, shared by every real-engine test of the session."""
     from vllm import LLM
 
+    # float32: bf16 matmuls take a slow fallback path on CPUs without bf16 instructions (the model replays
+    # exactly in both; tests/test_tiny_model.py checks bf16 in a child process)
     llm = LLM(model=str(tiny_model_path), skip_tokenizer_init=True, enforce_eager=True, max_model_len=4096,
-              enable_prefix_caching=True, kv_cache_memory_bytes=256 << 20, seed=0)
+              enable_prefix_caching=True, kv_cache_memory_bytes=256 << 20, seed=0, dtype="float32")
     yield llm
     del llm
     import gc

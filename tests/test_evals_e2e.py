@@ -15,7 +15,7 @@ import pytest
 from tests.fixtures.tiny_harmony_model import SCRIPTED_PROBLEMS
 
 ENGINE_FLAGS = ["--max-model-len", "4096", "--kv-cache-memory-bytes", "256M", "--enforce-eager",
-                "--tokens-to-generate", "300", "--no-progress"]
+                "--engine-arg", "dtype=float32", "--tokens-to-generate", "300", "--no-progress"]
 
 
 def run(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
