@@ -6,7 +6,7 @@ Prints its figures and ends with one JSON line:
 - loop_vs_raw: generated tokens/s of ``Agent`` over raw ``LLM.generate`` on the same engine, model and number of
   generated tokens, with a python call every ``--call-every`` tokens (target >= 0.95).
 - continuous_vs_barrier: wall time of a round-barrier loop (generate all, run all tools, repeat) over the
-  continuous scheduler, tool latency random in 0-2 s (target >= 1.5).
+  continuous scheduler, a call after 50-350 generated tokens, tool latency random in 0-2 s (target >= 1.5).
 - append_vs_rerender: per-turn CPU cost of re-rendering a 100-turn, ~100k-token conversation over appending
   the new tokens as the loop does (target >= 20).
 
@@ -59,13 +59,20 @@ class ForcedCalls(AdapterLogitsProcessor):
     stop tokens, so for them ``<|call|>`` is just another token and generation goes on.
     """
 
+    #: False: a call every CALL_EVERY tokens. True: a call after 50-350 tokens (mean 200), a length drawn from the
+    #: request's prompt length, so the same trajectory gets the same lengths under either scheduler.
+    random_segments = False
+
     def is_argmax_invariant(self) -> bool:
         return False
 
     def new_req_logits_processor(self, params):
-        def force(output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
-            n = len(output_ids) % CALL_EVERY
-            if n < len(CALL_HEADER) or n >= CALL_EVERY - 1:
+        random_segments = ForcedCalls.random_segments
+
+        def force(prompt_ids: list[int], output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
+            every = 50 + (len(prompt_ids) * 2654435761) % 301 if random_segments else CALL_EVERY
+            n = len(output_ids) % every
+            if n < len(CALL_HEADER) or n >= every - 1:
                 token = CALL_HEADER[n] if n < len(CALL_HEADER) else CALL
                 forced = torch.full_like(logits, float("-inf"))
                 forced[token] = 0.0
@@ -296,10 +303,12 @@ def main() -> None:
               f"loop {[round(r) for r in loop_rates]})")
 
         texts_b = problems(args.barrier_trajectories)
+        ForcedCalls.random_segments = True  # irregular calls, as a model makes them
         barrier_s, generating_s, rounds = barrier_generate(llm, LatencyPool(pool, seed=1), texts_b, args.tokens, 7,
                                                            prompt)
         _, continuous_s = loop_generate(llm, LatencyPool(pool, seed=1), texts_b, args.tokens, 7, prompt)
-        print(f"continuous vs barrier: {args.barrier_trajectories} trajectories, tool latency U(0, 2) s: "
+        print(f"continuous vs barrier: {args.barrier_trajectories} trajectories, a call after 50-350 tokens, "
+              f"tool latency U(0, 2) s: "
               f"barrier {barrier_s:.1f} s ({rounds} rounds, {generating_s / rounds:.1f} s of generation each), "
               f"continuous {continuous_s:.1f} s -> {barrier_s / continuous_s:.2f}x")
 
