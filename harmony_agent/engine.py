@@ -88,7 +88,7 @@ def build_llm(model: str, **engine_kwargs: Any):
     kwargs = {"skip_tokenizer_init": True, "enable_prefix_caching": True, **engine_kwargs}
     if _cpu_platform():
         kwargs.setdefault("kv_cache_memory_bytes", 1 << 30)
-    if os.path.sep in model and not os.path.exists(model):
+    if model.startswith(("/", "./", "../", "~")) and not os.path.exists(os.path.expanduser(model)):
         raise EngineError(f"model path {model!r} does not exist: pass a local model folder or a hub model name")
     try:
         return vllm.LLM(model=model, **kwargs)
