@@ -89,7 +89,7 @@ def generate(
     store = SampleStore(folder)
     settings = AgentSettings(model, python, reasoning_effort, temperature, top_p, tokens_to_generate,
                              max_code_executions, code_timeout, max_code_output_chars, dict(engine_kwargs or {}),
-                             max_concurrent)
+                             max_concurrent, logprobs=save_tokens)
     config = {**settings.sample_config(), "prompt_template": prompt_template}
     if agent is not None and model is None:
         config.pop("model")

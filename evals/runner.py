@@ -44,6 +44,8 @@ class AgentSettings:
     max_code_output_chars: int = 1000
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     max_concurrent: Optional[int] = None  # trajectories in flight at once (None: the Agent's default)
+    # sampled-token logprobs: only worth their cost (a Python object per token in vLLM's output) when saved
+    logprobs: bool = False
 
     def agent_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``harmony_agent.Agent`` (docs/architecture.md)."""
@@ -58,6 +60,7 @@ class AgentSettings:
             "max_tool_calls": self.max_code_executions,
             "tool_timeout": self.code_timeout,
             "max_output_chars": self.max_code_output_chars,
+            "logprobs": self.logprobs,
         }
         if self.max_concurrent is not None:
             kwargs["max_concurrent"] = self.max_concurrent
@@ -68,6 +71,7 @@ class AgentSettings:
         cfg = asdict(self)
         cfg.pop("engine_kwargs")
         cfg.pop("max_concurrent")
+        cfg.pop("logprobs")
         return cfg
 
 
@@ -395,7 +399,7 @@ def run_eval(
         raise EvalError("--limit must be at least 1")
     settings = AgentSettings(model, python, reasoning_effort, temperature, top_p, tokens_to_generate,
                              max_code_executions, code_timeout, max_code_output_chars, dict(engine_kwargs or {}),
-                             max_concurrent)
+                             max_concurrent, logprobs=save_tokens)
     config = {**settings.sample_config(), "prompt_template": prompt_template}
     if agent is not None and model is None:
         config.pop("model")

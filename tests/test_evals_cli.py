@@ -50,6 +50,7 @@ def test_end_to_end_files_metrics_and_one_stream(tmp_path, capsys):
     assert (kw["model"], kw["python"], kw["reasoning_effort"], kw["temperature"], kw["top_p"], kw["max_tokens"],
             kw["max_tool_calls"], kw["tool_timeout"], kw["max_output_chars"], kw["engine_kwargs"]) == \
         ("fake/model", True, "high", 1.0, 1.0, 120000, 100, 10.0, 1000, {})
+    assert kw["logprobs"] is False  # not saved, so not asked of the engine
     res = tmp_path / "eval-results"
     for bench, n in (("aime24", 4), ("aime25", 2)):
         files = sorted(p.name for p in (res / bench).glob("output-rs*.jsonl"))
@@ -130,6 +131,7 @@ def test_flags_reach_the_agent(tmp_path, capsys):
             kw["max_tool_calls"], kw["tool_timeout"], kw["max_output_chars"]) == (False, 500, 0.6, 0.95, "low", 3, 2.5,
                                                                                  200)
     assert kw["max_concurrent"] == 32
+    assert kw["logprobs"] is True  # --save-tokens keeps them
     assert kw["engine_kwargs"] == {"tensor_parallel_size": 2, "max_model_len": 4096, "gpu_memory_utilization": 0.8,
                                    "enforce_eager": True, "kv_cache_memory_bytes": 256 << 20,
                                    "distributed_executor_backend": "ray", "max_num_seqs": 64}
