@@ -9,7 +9,7 @@ _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 def extract_boxed(text: str | None) -> str | None:
     """Content of the last complete ``\\boxed{...}``/``\\fbox{...}`` in ``text``; None when there is none.
 
-    Braces are matched, so nested groups survive; an unclosed box is skipped.
+    Braces are matched, so nested groups survive; an unclosed or empty box is skipped.
 
     >>> extract_boxed(r"so \\boxed{\\frac{1}{2}} and finally \\boxed{204}.")
     '204'
@@ -17,6 +17,8 @@ def extract_boxed(text: str | None) -> str | None:
     '\\\\frac{1}{2}'
     >>> extract_boxed("no box") is None
     True
+    >>> extract_boxed(r"\\boxed{12} then \\boxed{ }")
+    '12'
     """
     if not text:
         return None
@@ -29,5 +31,8 @@ def extract_boxed(text: str | None) -> str | None:
             elif ch == "}":
                 depth -= 1
                 if depth == 0:
-                    return text[start:i].strip()
+                    content = text[start:i].strip()
+                    if content:
+                        return content
+                    break  # an empty box: look at the one before
     return None
