@@ -113,6 +113,8 @@ class VLLMEngine:
         self.max_model_len = int(self._core.model_config.max_model_len)
         self._prefix = f"ha{id(self):x}-"
         self._ids = itertools.count()
+        # vLLM >= 0.3x wants prompts processed by its renderer; older versions take a TokensPrompt as it is
+        self._render = getattr(getattr(self._core, "renderer", None), "render_cmpl", None)
 
     @classmethod
     def from_model(cls, model: str, **engine_kwargs: Any) -> "VLLMEngine":
@@ -139,7 +141,10 @@ class VLLMEngine:
             logprobs=0 if sampling.logprobs else None,
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
-        self._core.add_request(request.request_id, TokensPrompt(prompt_token_ids=request.prompt_ids), params)
+        prompt = TokensPrompt(prompt_token_ids=request.prompt_ids)
+        if self._render is not None:
+            (prompt,) = self._render([prompt])
+        self._core.add_request(request.request_id, prompt, params)
 
     def step(self) -> list[Completion]:
         return [self._completion(out) for out in self._core.step() if out.finished]
