@@ -138,7 +138,7 @@ def solve(problem: str, *, model: str | None = None, llm: Any = None, engine_kwa
     if llm is None:
         if model is None:
             raise ValueError("solve() needs model= (a name or path) or llm= (a vllm.LLM)")
-        key = (model, tuple(sorted((engine_kwargs or {}).items())))
+        key = (model, repr(sorted((engine_kwargs or {}).items())))  # values may be unhashable (dicts)
         if key not in _ENGINES:
             _ENGINES[key] = VLLMEngine.from_model(model, **(engine_kwargs or {}))
         engine = _ENGINES[key]

@@ -250,3 +250,23 @@ def test_stopping_the_stream_stops_a_running_cell_at_once():
         stream.close()
         assert time.monotonic() - start < 5
         assert pool.info["live_sessions"] == 0
+
+
+def test_solve_keeps_one_engine_per_model_and_engine_arguments(monkeypatch):
+    from harmony_agent import agent as agent_module
+
+    built = []
+
+    def fake_from_model(model, **kwargs):
+        built.append((model, kwargs))
+        return ScriptedEngine(by_turn(CALL_2, FINAL_2))
+
+    monkeypatch.setattr(agent_module, "_ENGINES", {})
+    monkeypatch.setattr(agent_module.VLLMEngine, "from_model", staticmethod(fake_from_model))
+    pool = InProcessPool()
+    kwargs = {"engine_kwargs": {"hf_overrides": {"a": 1}}, "session_pool": pool}
+    first = agent_module.solve("q", model="m", **kwargs)
+    second = agent_module.solve("q", model="m", **kwargs)
+    agent_module.solve("q", model="m", engine_kwargs={"max_model_len": 10}, session_pool=pool)
+    assert first.answer == second.answer == "2"
+    assert built == [("m", {"hf_overrides": {"a": 1}}), ("m", {"max_model_len": 10})]
