@@ -6,7 +6,9 @@ Prints its figures and ends with one JSON line:
 - loop_vs_raw: generated tokens/s of ``Agent`` over raw ``LLM.generate`` on the same engine, model and number of
   generated tokens, with a python call every ``--call-every`` tokens (target >= 0.95).
 - continuous_vs_barrier: wall time of a round-barrier loop (generate all, run all tools, repeat) over the
-  continuous scheduler, a call after 50-350 generated tokens, tool latency random in 0-2 s (target >= 1.5).
+  continuous scheduler, a call after 50-350 generated tokens, tool latency random in 0-2 s (target >= 1.5),
+  on the vLLM engine; ``continuous_vs_barrier_decode_bound`` is the same comparison on a stand-in engine whose
+  step costs the same at any batch size, as a GPU's decode does (the CPU engine here is compute-bound).
 - append_vs_rerender: per-turn CPU cost of re-rendering a 100-turn, ~100k-token conversation over appending
   the new tokens as the loop does (target >= 20).
 
@@ -19,6 +21,7 @@ stop tokens, so they pay the same per-token cost and never stop.
 from __future__ import annotations
 
 import argparse
+import array
 import json
 import os
 import random
@@ -26,6 +29,7 @@ import statistics
 import sys
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -40,9 +44,10 @@ if "TIKTOKEN_ENCODINGS_BASE" not in os.environ and _shared_vocab.is_dir():
 import torch  # noqa: E402
 from vllm.v1.sample.logits_processor import AdapterLogitsProcessor  # noqa: E402
 
-from harmony_agent import Agent, Task  # noqa: E402
+from harmony_agent import Agent, Task, VLLMEngine  # noqa: E402
 from harmony_agent import tool_messages as tm  # noqa: E402
 from harmony_agent.encoding import CALL, get_encoding, harmony  # noqa: E402
+from harmony_agent.engine import Completion, Request, Sampling  # noqa: E402
 from harmony_agent.parsing import find_tool_call, parse_completion  # noqa: E402
 from harmony_agent.prompt import PromptConfig, render_prompt  # noqa: E402
 from harmony_agent.trajectory import Trajectory  # noqa: E402
@@ -52,6 +57,11 @@ CALL_EVERY = int(os.environ.get("BENCH_CALL_EVERY", "200"))
 FIRST_SPECIAL = 199998  # ids from here up are special tokens: kept out of the sampled "code"
 
 
+def segment_length(prompt_ids: list[int]) -> int:
+    """Where a request's call comes: 50-350 tokens in, a hash of its whole prompt (the same under both schedulers)."""
+    return 50 + zlib.crc32(array.array("l", prompt_ids).tobytes()) % 301
+
+
 class ForcedCalls(AdapterLogitsProcessor):
     """Every request: a python call header, free tokens, then ``<|call|>``, again and again.
 
@@ -59,8 +69,7 @@ class ForcedCalls(AdapterLogitsProcessor):
     stop tokens, so for them ``<|call|>`` is just another token and generation goes on.
     """
 
-    #: False: a call every CALL_EVERY tokens. True: a call after 50-350 tokens (mean 200), a length drawn from the
-    #: request's prompt length, so the same trajectory gets the same lengths under either scheduler.
+    #: False: a call every CALL_EVERY tokens. True: a call after :func:`segment_length` tokens (50-350, mean 200).
     random_segments = False
 
     def is_argmax_invariant(self) -> bool:
@@ -70,7 +79,7 @@ class ForcedCalls(AdapterLogitsProcessor):
         random_segments = ForcedCalls.random_segments
 
         def force(prompt_ids: list[int], output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
-            every = 50 + (len(prompt_ids) * 2654435761) % 301 if random_segments else CALL_EVERY
+            every = segment_length(prompt_ids) if random_segments else CALL_EVERY
             n = len(output_ids) % every
             if n < len(CALL_HEADER) or n >= every - 1:
                 token = CALL_HEADER[n] if n < len(CALL_HEADER) else CALL
@@ -143,8 +152,8 @@ def raw_generate(llm, prompts: list[list[int]], max_tokens: int, seed: int) -> t
     return sum(len(o.outputs[0].token_ids) for o in outs), seconds
 
 
-def loop_generate(llm, pool, texts: list[str], max_tokens: int, seed: int, prompt: PromptConfig):
-    agent = Agent(llm=llm, session_pool=pool, max_tokens=max_tokens, max_tool_calls=10_000,
+def loop_generate(engine, pool, texts: list[str], max_tokens: int, seed: int, prompt: PromptConfig):
+    agent = Agent(engine=engine, session_pool=pool, max_tokens=max_tokens, max_tool_calls=10_000,
                   conversation_start_date=prompt.conversation_start_date, temperature=1.0)
     start = time.perf_counter()
     results = [r for _, r in agent.stream(Task(t, seed=seed + i) for i, t in enumerate(texts))]
@@ -152,12 +161,13 @@ def loop_generate(llm, pool, texts: list[str], max_tokens: int, seed: int, promp
     return results, seconds
 
 
-def barrier_generate(llm, pool, texts: list[str], max_tokens: int, seed: int,
+def barrier_generate(engine, pool, texts: list[str], max_tokens: int, seed: int,
                      prompt: PromptConfig) -> tuple[float, float, int]:
-    """The round-barrier baseline: generate for all, then run all tools, then the next round."""
-    from vllm import SamplingParams
-    from vllm.inputs import TokensPrompt
+    """The round-barrier baseline on any Engine: generate for all, then run all tools, then the next round.
 
+    Returns (wall seconds, seconds spent generating, rounds).
+    """
+    sampling = Sampling(temperature=1.0, logprobs=True)
     trajectories = [Trajectory.from_prompt(render_prompt(t, prompt)) for t in texts]
     sessions = [None] * len(texts)
     active = list(range(len(texts)))
@@ -166,17 +176,24 @@ def barrier_generate(llm, pool, texts: list[str], max_tokens: int, seed: int,
     with ThreadPoolExecutor(max_workers=len(texts)) as workers:
         turn = 0
         while active:
-            params = [SamplingParams(temperature=1.0, max_tokens=max_tokens - trajectories[i].num_model_tokens,
-                                     stop_token_ids=[200002, CALL], detokenize=False, logprobs=0,
-                                     seed=seed + i + turn * 1_000_003) for i in active]
             round_start = time.perf_counter()
-            outs = llm.generate([TokensPrompt(prompt_token_ids=trajectories[i].token_ids) for i in active], params,
-                                use_tqdm=False)
+            owner = {}
+            for i in active:
+                t = trajectories[i]
+                request = Request(f"barrier-{turn}-{i}", list(t.token_ids),
+                                  min(max_tokens - t.num_model_tokens, engine.max_model_len - len(t)),
+                                  seed + i + turn * 1_000_003)  # the seeds the continuous scheduler uses
+                engine.submit(request, sampling)
+                owner[request.request_id] = i
+            done = {}
+            while engine.has_unfinished():
+                for completion in engine.step():
+                    done[owner[completion.request_id]] = completion
             generating += time.perf_counter() - round_start
             calls = []
-            for i, out in zip(active, outs):
-                ids = list(out.outputs[0].token_ids)
-                trajectories[i].append_model(ids, None)
+            for i in active:
+                ids = done[i].token_ids
+                trajectories[i].append_model(ids, done[i].logprobs)
                 call = find_tool_call(parse_completion(ids), ids)
                 if call is not None and trajectories[i].num_model_tokens < max_tokens:
                     calls.append((i, call))
@@ -196,6 +213,41 @@ def barrier_generate(llm, pool, texts: list[str], max_tokens: int, seed: int,
         if s is not None:
             s.close()
     return seconds, generating, turn
+
+
+class DecodeBoundEngine:
+    """A stand-in for a GPU's decode regime: a step costs ``step_seconds`` however many sequences it holds.
+
+    It writes what :class:`ForcedCalls` makes the real model write (a python call header, filler tokens, then
+    ``<|call|>`` after :func:`segment_length` tokens), so the loop runs real calls on it.
+    """
+
+    def __init__(self, step_seconds: float = 0.01, max_model_len: int = 8192):
+        self.step_seconds = step_seconds
+        self.max_model_len = max_model_len
+        self.running: dict[str, tuple[Request, list[int], int]] = {}
+
+    def submit(self, request: Request, sampling: Sampling) -> None:
+        every = segment_length(request.prompt_ids)
+        self.running[request.request_id] = (request, [], every)
+
+    def step(self) -> list[Completion]:
+        time.sleep(self.step_seconds)
+        finished = []
+        for rid, (request, out, every) in list(self.running.items()):
+            n = len(out)
+            out.append(CALL_HEADER[n] if n < len(CALL_HEADER) else CALL if n == every - 1 else 1000 + n % 97)
+            if out[-1] == CALL or len(out) >= request.max_tokens:
+                del self.running[rid]
+                finished.append(Completion(rid, out, [-1.0] * len(out), "stop" if out[-1] == CALL else "length"))
+        return finished
+
+    def has_unfinished(self) -> bool:
+        return bool(self.running)
+
+    def abort(self, request_ids: list[str]) -> None:
+        for rid in request_ids:
+            self.running.pop(rid, None)
 
 
 def append_vs_rerender(turns: int = 100, total_tokens: int = 100_000) -> dict:
@@ -264,6 +316,8 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path,
                         default=Path(os.environ.get("HARMONY_AGENT_BENCH_CACHE",
                                                     Path.home() / ".cache" / "harmony-agent")) / "bench-model")
+    parser.add_argument("--decode-bound-only", action="store_true",
+                        help="only the append and decode-bound comparisons (no vLLM engine; seconds)")
     args = parser.parse_args()
 
     print("append vs re-render (no engine) ...", flush=True)
@@ -272,28 +326,41 @@ def main() -> None:
           f"{avr['append_ms']:.3f} ms/turn -> {avr['ratio']:.1f}x; re-render token-identical to the model's "
           f"tokens: {avr['rerender_token_identical']}")
 
-    args.model_dir.parent.mkdir(parents=True, exist_ok=True)
-    model = bench_model(args.model_dir)
-    from vllm import LLM
-
     from tool_runtime import SessionPool
 
-    llm = LLM(model=str(model), skip_tokenizer_init=True, enforce_eager=True, max_model_len=8192,
-              enable_prefix_caching=True, kv_cache_memory_bytes=1 << 30, logits_processors=[ForcedCalls],
-              dtype="float32",  # bf16 matmuls fall back to a slow path on CPUs without bf16 instructions
-              seed=0)
     prompt = PromptConfig(conversation_start_date="2025-01-01")
-    texts = problems(args.trajectories)
-    prompts = [render_prompt(t, prompt) for t in texts]
-
     with SessionPool(max_sessions=max(args.trajectories, args.barrier_trajectories) + 4, timeout=10.0) as pool:
+        texts_d = problems(args.trajectories)
+        decode_bound = DecodeBoundEngine(step_seconds=0.01)
+        barrier_d, _, rounds_d = barrier_generate(decode_bound, LatencyPool(pool, seed=2), texts_d, args.tokens, 7,
+                                                  prompt)
+        _, continuous_d = loop_generate(decode_bound, LatencyPool(pool, seed=2), texts_d, args.tokens, 7, prompt)
+        print(f"continuous vs barrier, decode-bound stand-in engine (10 ms a step at any batch size, as a GPU): "
+              f"{args.trajectories} trajectories, a call after 50-350 tokens, tool latency U(0, 2) s: barrier "
+              f"{barrier_d:.1f} s ({rounds_d} rounds), continuous {continuous_d:.1f} s -> "
+              f"{barrier_d / continuous_d:.2f}x", flush=True)
+        if args.decode_bound_only:
+            return
+
+        args.model_dir.parent.mkdir(parents=True, exist_ok=True)
+        model = bench_model(args.model_dir)
+        from vllm import LLM
+
+        llm = LLM(model=str(model), skip_tokenizer_init=True, enforce_eager=True, max_model_len=8192,
+                  enable_prefix_caching=True, kv_cache_memory_bytes=1 << 30, logits_processors=[ForcedCalls],
+                  dtype="float32",  # bf16 matmuls fall back to a slow path on CPUs without bf16 instructions
+                  seed=0)
+        engine = VLLMEngine(llm)
+        texts = problems(args.trajectories)
+        prompts = [render_prompt(t, prompt) for t in texts]
+
         raw_generate(llm, prompts[:4], 64, seed=0)  # warm-up
-        loop_generate(llm, pool, texts[:4], 2 * CALL_EVERY, 0, prompt)
+        loop_generate(engine, pool, texts[:4], 2 * CALL_EVERY, 0, prompt)
         raw_rates, loop_rates, calls = [], [], 0
         for rep in range(2):
             tokens, seconds = raw_generate(llm, prompts, args.tokens, seed=100 * rep)
             raw_rates.append(tokens / seconds)
-            results, seconds = loop_generate(llm, pool, texts, args.tokens, 100 * rep, prompt)
+            results, seconds = loop_generate(engine, pool, texts, args.tokens, 100 * rep, prompt)
             loop_rates.append(sum(r.num_model_tokens for r in results) / seconds)
             calls = sum(len(r.tool_calls) for r in results)
         raw_rate, loop_rate = max(raw_rates), max(loop_rates)
@@ -304,16 +371,17 @@ def main() -> None:
 
         texts_b = problems(args.barrier_trajectories)
         ForcedCalls.random_segments = True  # irregular calls, as a model makes them
-        barrier_s, generating_s, rounds = barrier_generate(llm, LatencyPool(pool, seed=1), texts_b, args.tokens, 7,
-                                                           prompt)
-        _, continuous_s = loop_generate(llm, LatencyPool(pool, seed=1), texts_b, args.tokens, 7, prompt)
-        print(f"continuous vs barrier: {args.barrier_trajectories} trajectories, a call after 50-350 tokens, "
-              f"tool latency U(0, 2) s: "
+        barrier_s, generating_s, rounds = barrier_generate(engine, LatencyPool(pool, seed=1), texts_b, args.tokens,
+                                                           7, prompt)
+        _, continuous_s = loop_generate(engine, LatencyPool(pool, seed=1), texts_b, args.tokens, 7, prompt)
+        print(f"continuous vs barrier, vLLM CPU engine: {args.barrier_trajectories} trajectories, a call after "
+              f"50-350 tokens, tool latency U(0, 2) s: "
               f"barrier {barrier_s:.1f} s ({rounds} rounds, {generating_s / rounds:.1f} s of generation each), "
               f"continuous {continuous_s:.1f} s -> {barrier_s / continuous_s:.2f}x")
 
     print(json.dumps({"loop_vs_raw": round(loop_rate / raw_rate, 3),
                       "continuous_vs_barrier": round(barrier_s / continuous_s, 2),
+                      "continuous_vs_barrier_decode_bound": round(barrier_d / continuous_d, 2),
                       "append_vs_rerender": round(avr["ratio"], 1)}))
 
 
