@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
 from .answer import extract_boxed
 from .encoding import get_encoding
 from .parsing import message_text
@@ -79,15 +77,3 @@ class Result:
     @property
     def seconds(self) -> float:
         return self.finished_at - self.started_at
-
-    def summary(self) -> dict[str, Any]:
-        """The scalar facts of the run, JSON-ready."""
-        return {
-            "answer": self.answer,
-            "finish_reason": self.finish_reason,
-            "num_model_tokens": self.num_model_tokens,
-            "num_tool_tokens": self.num_tool_tokens,
-            "num_tool_calls": len(self.tool_calls),
-            "seconds": round(self.seconds, 3),
-            "error": self.error,
-        }

@@ -57,12 +57,12 @@ class _Live:
 
 @dataclass
 class _ToolDone:
+    """A python call that came back: what the model reads, and the record (None when the runtime failed)."""
+
     live: _Live
-    record: ToolCallRecord | None
+    call: ToolCall
     reply: str
-    channel: str | None
-    author: str
-    error: str | None = None
+    record: ToolCallRecord | None
 
 
 class Scheduler:
@@ -190,10 +190,9 @@ class Scheduler:
             return tm.unknown_recipient(call.recipient)
         return None
 
-    def _reply(self, state: _Live, call: ToolCall, text: str, ready: deque, finished: deque,
-               author: str | None = None) -> None:
-        """Append a tool message (and ``<|start|>assistant``) and queue the trajectory again."""
-        message = tm.tool_message(author or tm.reply_author(call.recipient), text, call.channel)
+    def _reply(self, state: _Live, call: ToolCall, text: str, ready: deque, finished: deque) -> None:
+        """Answer ``call`` with a tool message (and ``<|start|>assistant``); queue the trajectory again."""
+        message = tm.tool_message(tm.reply_author(call.recipient), text, call.channel)
         tokens = tm.render_reply(message)
         if len(state.trajectory) + len(tokens) >= self.engine.max_model_len:
             return self._finish(state, "context", finished)
@@ -210,19 +209,17 @@ class Scheduler:
                 state.session = self.open_session()
             result = state.session.run(call.text, timeout=self.config.tool_timeout)
         except Exception as exc:  # the runtime itself failed: tell the model, keep the run going
-            tool_done.put(_ToolDone(state, None, tm.runtime_failure(f"{type(exc).__name__}: {exc}"), call.channel,
-                                    tm.PYTHON, error=str(exc)))
+            tool_done.put(_ToolDone(state, call, tm.runtime_failure(f"{type(exc).__name__}: {exc}"), None))
             return
         record = ToolCallRecord(call.text, result.output, result.status, result.seconds, result.state_lost)
-        tool_done.put(_ToolDone(state, record, result.output, call.channel, tm.PYTHON))
+        tool_done.put(_ToolDone(state, call, result.output, record))
 
     def _on_tool_done(self, done: _ToolDone, ready: deque, finished: deque, in_tools: dict[int, _Live]) -> None:
         state = done.live
         in_tools.pop(id(state), None)
         if done.record is not None:
             state.tool_calls.append(done.record)
-        call = ToolCall(tm.PYTHON, done.channel, None, "")
-        self._reply(state, call, done.reply, ready, finished, author=done.author)
+        self._reply(state, done.call, done.reply, ready, finished)
 
     # -- end -----------------------------------------------------------------------------------------------
 
