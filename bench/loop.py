@@ -49,7 +49,7 @@ from harmony_agent import tool_messages as tm  # noqa: E402
 from harmony_agent.encoding import CALL, get_encoding, harmony  # noqa: E402
 from harmony_agent.engine import Completion, Request, Sampling  # noqa: E402
 from harmony_agent.parsing import find_tool_call, parse_completion  # noqa: E402
-from harmony_agent.prompt import PromptConfig, render_prompt  # noqa: E402
+from harmony_agent.prompt import PromptConfig, prompt_messages, render_prompt  # noqa: E402
 from harmony_agent.trajectory import Trajectory  # noqa: E402
 
 CALL_HEADER = [200005, 35644, 316, 28, 29010, 3490, 200008]  # <|channel|>analysis to=python code<|message|>
@@ -257,7 +257,7 @@ def append_vs_rerender(turns: int = 100, total_tokens: int = 100_000) -> dict:
     rng = random.Random(0)
     words = ["compute", "the", "sum", "of", "residues", "modulo", "prime", "hence", "we", "get", "x", "=", "42"]
     prompt = PromptConfig(conversation_start_date="2025-01-01")
-    messages = list(__import__("harmony_agent.prompt", fromlist=["prompt_messages"]).prompt_messages("Q", prompt))
+    messages = prompt_messages("Q", prompt)
     trajectory = Trajectory.from_prompt(render_prompt("Q", prompt))
     per_turn = total_tokens // turns
     completion_ids = []
