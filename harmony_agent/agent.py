@@ -1,6 +1,7 @@
 """``Agent`` and ``solve``: the public entry points of the loop."""
 from __future__ import annotations
 
+import datetime as _dt
 import threading
 from dataclasses import dataclass
 from typing import Any, Hashable, Iterable, Iterator, Sequence
@@ -44,8 +45,9 @@ class Agent:
             raise ValueError("pass exactly one of llm= (a vllm.LLM), model= (a name or path) or engine=")
         if max_tokens < 1 or max_tool_calls < 0 or tool_timeout <= 0 or max_concurrent < 1:
             raise ValueError("max_tokens and max_concurrent must be >= 1, max_tool_calls >= 0, tool_timeout > 0")
+        # the date is fixed once per agent, so a run that crosses midnight renders every prompt alike
         self.prompt = PromptConfig(reasoning_effort=reasoning_effort, python=python,
-                                   conversation_start_date=conversation_start_date,
+                                   conversation_start_date=conversation_start_date or _dt.date.today().isoformat(),
                                    developer_instructions=developer_instructions)
         self.sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, logprobs=logprobs)
         self.config = LoopConfig(python=python, max_tokens=max_tokens, max_tool_calls=max_tool_calls,

@@ -23,7 +23,8 @@ def by_turn(*completions: str, default: str = FINAL_2):
 def make_agent(responder, pool=None, **kw):
     engine = ScriptedEngine(responder, max_model_len=kw.pop("max_model_len", 100_000))
     pool = pool or InProcessPool()
-    agent = Agent(engine=engine, session_pool=pool, conversation_start_date="2025-01-01", **kw)
+    kw.setdefault("conversation_start_date", "2025-01-01")
+    agent = Agent(engine=engine, session_pool=pool, **kw)
     return agent, engine, pool
 
 
@@ -270,3 +271,10 @@ def test_solve_keeps_one_engine_per_model_and_engine_arguments(monkeypatch):
     agent_module.solve("q", model="m", engine_kwargs={"max_model_len": 10}, session_pool=pool)
     assert first.answer == second.answer == "2"
     assert built == [("m", {"hf_overrides": {"a": 1}}), ("m", {"max_model_len": 10})]
+
+
+def test_the_default_date_is_fixed_when_the_agent_is_created():
+    import datetime
+
+    agent, _, _ = make_agent(by_turn(FINAL_2), conversation_start_date=None)
+    assert agent.prompt.conversation_start_date == datetime.date.today().isoformat()
