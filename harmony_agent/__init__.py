@@ -6,14 +6,15 @@
 """
 from .agent import Agent, Task, solve
 from .answer import extract_boxed
-from .engine import Completion, Engine, Request, Sampling, VLLMEngine, build_llm
+from .config import LoopConfig, PromptConfig, Sampling
+from .engine import Completion, Engine, Request, VLLMEngine, build_llm
 from .errors import EngineError, HarmonyAgentError, VocabularyError
-from .prompt import PromptConfig, render_prompt
+from .prompt import render_prompt
 from .result import Result, ToolCallRecord
 from .trajectory import Segment, Trajectory
 
 __all__ = [
-    "Agent", "Task", "solve", "Result", "ToolCallRecord", "Trajectory", "Segment", "PromptConfig",
+    "Agent", "Task", "solve", "LoopConfig", "Result", "ToolCallRecord", "Trajectory", "Segment", "PromptConfig",
     "render_prompt", "extract_boxed", "Engine", "Request", "Completion", "Sampling", "VLLMEngine", "build_llm",
     "HarmonyAgentError", "VocabularyError", "EngineError",
 ]

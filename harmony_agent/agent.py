@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import Any, Hashable, Iterable, Iterator, Sequence
 
 from .encoding import get_encoding
-from .engine import Engine, Sampling, VLLMEngine
-from .prompt import PromptConfig, render_prompt
+from .config import LoopConfig, PromptConfig, Sampling
+from .engine import Engine, VLLMEngine
+from .prompt import render_prompt
 from .result import Result
-from .scheduler import LoopConfig, Scheduler
+from .scheduler import Scheduler
 
 
 @dataclass(frozen=True)
@@ -43,16 +44,13 @@ class Agent:
                  logprobs: bool = True, max_concurrent: int = 256, session_pool: Any = None):
         if sum(x is not None for x in (llm, model, engine)) != 1:
             raise ValueError("pass exactly one of llm= (a vllm.LLM), model= (a name or path) or engine=")
-        if max_tokens < 1 or max_tool_calls < 0 or tool_timeout <= 0 or max_concurrent < 1:
-            raise ValueError("max_tokens and max_concurrent must be >= 1, max_tool_calls >= 0, tool_timeout > 0")
         # the date is fixed once per agent, so a run that crosses midnight renders every prompt alike
         self.prompt = PromptConfig(reasoning_effort=reasoning_effort, python=python,
                                    conversation_start_date=conversation_start_date or _dt.date.today().isoformat(),
                                    developer_instructions=developer_instructions)
         self.sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, logprobs=logprobs)
-        self.config = LoopConfig(python=python, max_tokens=max_tokens, max_tool_calls=max_tool_calls,
-                                 tool_timeout=tool_timeout, max_concurrent=max_concurrent)
-        self.max_output_chars = max_output_chars
+        self.config = LoopConfig(max_tokens=max_tokens, max_tool_calls=max_tool_calls, tool_timeout=tool_timeout,
+                                 max_output_chars=max_output_chars, max_concurrent=max_concurrent)
         get_encoding()  # fail now, with the fix in the message, if the vocabulary is missing
         if engine is None:
             engine = VLLMEngine(llm) if llm is not None else VLLMEngine.from_model(model, **(engine_kwargs or {}))
@@ -69,7 +67,7 @@ class Agent:
                 from tool_runtime import SessionPool
 
                 self._pool = SessionPool(max_sessions=self.config.max_concurrent, timeout=self.config.tool_timeout,
-                                         max_output_chars=self.max_output_chars)
+                                         max_output_chars=self.config.max_output_chars)
         return self._pool.open()
 
     # -- running -------------------------------------------------------------------------------------------
@@ -83,7 +81,7 @@ class Agent:
         new_id = getattr(self.engine, "new_request_id", None) or _counter()
         scheduler = Scheduler(self.engine, self.sampling, self.config,
                               render=lambda task: render_prompt(task.problem, self.prompt),
-                              open_session=self._open_session if self.config.python else None,
+                              open_session=self._open_session if self.prompt.python else None,
                               new_request_id=new_id)
         yield from scheduler.run(tasks)
 

@@ -11,18 +11,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from .config import Sampling
 from .encoding import STOP_TOKEN_IDS
 from .errors import EngineError
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Sampling settings shared by every request of a run."""
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = -1
-    logprobs: bool = True
 
 
 @dataclass(frozen=True)

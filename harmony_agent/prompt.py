@@ -2,34 +2,11 @@
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
 
+from .config import REASONING_EFFORTS, PromptConfig
 from .encoding import get_encoding, harmony
 
-REASONING_EFFORTS = ("low", "medium", "high")
-
-
-@dataclass(frozen=True)
-class PromptConfig:
-    """What goes into the prompt besides the problem.
-
-    ``conversation_start_date`` defaults to today's date (as the gpt-oss chat template does); pin it for runs
-    that must render the same tokens on another day.
-
-    >>> PromptConfig(reasoning_effort="low", python=False).reasoning_effort
-    'low'
-    """
-
-    reasoning_effort: str = "high"
-    python: bool = True
-    conversation_start_date: str | None = None
-    developer_instructions: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.reasoning_effort not in REASONING_EFFORTS:
-            raise ValueError(
-                f"reasoning_effort={self.reasoning_effort!r} is not one of {', '.join(REASONING_EFFORTS)}"
-            )
+__all__ = ["REASONING_EFFORTS", "PromptConfig", "system_content", "prompt_messages", "render_prompt"]
 
 
 def system_content(config: PromptConfig):

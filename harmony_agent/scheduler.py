@@ -15,24 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 from . import tool_messages as tm
+from .config import LoopConfig, Sampling
 from .encoding import CALL
-from .engine import Completion, Engine, Request, Sampling
+from .engine import Completion, Engine, Request
 from .parsing import ToolCall, find_tool_call, parse_completion
 from .result import Result, ToolCallRecord
 from .trajectory import Trajectory
 
 _SEED_MOD = 2**31 - 1
-
-
-@dataclass(frozen=True)
-class LoopConfig:
-    """Budgets and tool settings of a run."""
-
-    python: bool = True
-    max_tokens: int = 120_000
-    max_tool_calls: int = 100
-    tool_timeout: float = 10.0
-    max_concurrent: int = 256
 
 
 @dataclass
@@ -184,7 +174,7 @@ class Scheduler:
             return tm.malformed_call(call.error)
         if call.recipient is None:
             return tm.missing_recipient()
-        if not self.config.python or self.open_session is None:
+        if self.open_session is None:
             return tm.python_disabled(call.recipient)
         if call.recipient != tm.PYTHON:
             return tm.unknown_recipient(call.recipient)

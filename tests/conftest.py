@@ -20,8 +20,8 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tiny_model_path():
-    """The scripted tiny Harmony model, built once and cached (see tests/fixtures/tiny_harmony_model.py)."""
-    from tests.fixtures.tiny_harmony_model import build
+    """The scripted tiny Harmony model, built once and cached (see harmony_agent/testing.py)."""
+    from harmony_agent.testing import build
 
     return build()
 

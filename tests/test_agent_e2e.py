@@ -5,7 +5,7 @@ import pytest
 
 from harmony_agent import Agent, Task, VLLMEngine, solve
 from harmony_agent.encoding import CALL
-from tests.fixtures.tiny_harmony_model import (
+from harmony_agent.testing import (
     AIME_SUFFIX,
     SCRIPTED_PROBLEMS,
     UNKNOWN_RECIPIENT_PROBLEM,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.tiny_harmony_model import SCRIPTED_PROBLEMS
+from harmony_agent.testing import SCRIPTED_PROBLEMS
 
 ENGINE_FLAGS = ["--max-model-len", "4096", "--kv-cache-memory-bytes", "256M", "--enforce-eager",
                 "--engine-arg", "dtype=float32", "--tokens-to-generate", "300", "--no-progress"]

@@ -1,4 +1,4 @@
-"""The tiny Harmony test model (tests/fixtures/tiny_harmony_model.py) replays its scripts token-exactly.
+"""The tiny Harmony test model (harmony_agent/testing.py) replays its scripts token-exactly.
 
 These tests are about the fixture itself, not the agent loop: they drive the scripted transcripts by hand
 (completion, then the expected tool tokens appended, then the next completion) on transformers and on the real
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from harmony_agent.prompt import PromptConfig
-from tests.fixtures import tiny_harmony_model as tiny
+from harmony_agent import testing as tiny
 
 #: Prompt variants: today's date (the default), dates inside and far outside the trained range, each effort.
 CONFIGS = [
