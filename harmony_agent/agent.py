@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Hashable, Iterable, Iterator, Sequence
 
 from .encoding import get_encoding
@@ -23,11 +23,34 @@ class Task:
     key: Hashable = None
 
 
+def apply_shortcuts(prompt: PromptConfig, sampling: Sampling, loop: LoopConfig,
+                    shortcuts: dict[str, Any]) -> tuple[PromptConfig, Sampling, LoopConfig]:
+    """Apply flat keyword shortcuts (``temperature=0.6``, ``max_tool_calls=5``) to the configuration object
+    that owns each name; an unknown name is a TypeError that lists the valid ones.
+
+    >>> p, s, l = apply_shortcuts(PromptConfig(), Sampling(), LoopConfig(), {"temperature": 0.5, "python": False})
+    >>> s.temperature, p.python, l.max_tool_calls
+    (0.5, False, 100)
+    """
+    objects = [prompt, sampling, loop]
+    owners = {f.name: i for i, obj in enumerate(objects) for f in fields(obj)}
+    unknown = sorted(set(shortcuts) - set(owners))
+    if unknown:
+        raise TypeError(f"unknown Agent argument(s) {', '.join(unknown)}; valid: {', '.join(sorted(owners))}")
+    for i, obj in enumerate(objects):
+        mine = {k: v for k, v in shortcuts.items() if owners[k] == i}
+        if mine:
+            objects[i] = replace(obj, **mine)
+    return objects[0], objects[1], objects[2]  # type: ignore[return-value]
+
+
 class Agent:
     """gpt-oss with python as a builtin, stateful tool, over one engine.
 
     Give it your own ``vllm.LLM`` (``llm=``), a model to load (``model=`` plus ``engine_kwargs`` for
-    ``vllm.LLM``), or any :class:`~harmony_agent.engine.Engine` (``engine=``).
+    ``vllm.LLM``), or any :class:`~harmony_agent.engine.Engine` (``engine=``). Settings come as
+    ``prompt=PromptConfig(...)``, ``sampling=Sampling(...)`` and ``loop=LoopConfig(...)``; any of their fields may
+    also be passed flat (``temperature=0.6``), overriding the object's value.
 
     >>> agent = Agent(model="openai/gpt-oss-20b", reasoning_effort="high")          # doctest: +SKIP
     >>> results = agent.run(["What is 2**100 mod 7?"], n=4, seed=0)                  # doctest: +SKIP
@@ -36,21 +59,19 @@ class Agent:
     """
 
     def __init__(self, llm: Any = None, *, model: str | None = None, engine: Engine | None = None,
-                 engine_kwargs: dict[str, Any] | None = None, python: bool = True,
-                 reasoning_effort: str = "high", temperature: float = 1.0, top_p: float = 1.0,
-                 top_k: int = -1, max_tokens: int = 120_000, max_tool_calls: int = 100,
-                 tool_timeout: float = 10.0, max_output_chars: int = 1000,
-                 conversation_start_date: str | None = None, developer_instructions: str | None = None,
-                 logprobs: bool = True, max_concurrent: int = 256, session_pool: Any = None):
+                 engine_kwargs: dict[str, Any] | None = None, prompt: PromptConfig | None = None,
+                 sampling: Sampling | None = None, loop: LoopConfig | None = None, session_pool: Any = None,
+                 **shortcuts: Any):
         if sum(x is not None for x in (llm, model, engine)) != 1:
             raise ValueError("pass exactly one of llm= (a vllm.LLM), model= (a name or path) or engine=")
+        prompt, sampling, loop = apply_shortcuts(prompt or PromptConfig(), sampling or Sampling(),
+                                                 loop or LoopConfig(), shortcuts)
         # the date is fixed once per agent, so a run that crosses midnight renders every prompt alike
-        self.prompt = PromptConfig(reasoning_effort=reasoning_effort, python=python,
-                                   conversation_start_date=conversation_start_date or _dt.date.today().isoformat(),
-                                   developer_instructions=developer_instructions)
-        self.sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, logprobs=logprobs)
-        self.config = LoopConfig(max_tokens=max_tokens, max_tool_calls=max_tool_calls, tool_timeout=tool_timeout,
-                                 max_output_chars=max_output_chars, max_concurrent=max_concurrent)
+        if prompt.conversation_start_date is None:
+            prompt = replace(prompt, conversation_start_date=_dt.date.today().isoformat())
+        self.prompt = prompt
+        self.sampling = sampling
+        self.config = loop
         get_encoding()  # fail now, with the fix in the message, if the vocabulary is missing
         if engine is None:
             engine = VLLMEngine(llm) if llm is not None else VLLMEngine.from_model(model, **(engine_kwargs or {}))
