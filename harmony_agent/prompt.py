@@ -33,12 +33,21 @@ def system_content(config: PromptConfig):
     return content
 
 
+def _check_text(text: str, where: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{where} is not valid text ({exc.reason} at position {exc.start}, e.g. a lone surrogate "
+                         "left by a bad decode): clean it, e.g. text.encode('utf-8', 'replace').decode()") from None
+    return text
+
+
 def _dict_text(message: dict, index: int) -> str:
     content = message.get("content")
     if isinstance(content, str):
-        return content
+        return _check_text(content, f"message {index}")
     if isinstance(content, list) and all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in content):
-        return "".join(p["text"] for p in content)  # [{"type": "text", "text": ...}, ...]
+        return _check_text("".join(p["text"] for p in content), f"message {index}")  # [{"type": "text", ...}]
     raise ValueError(f"message {index}: 'content' must be a string (or a list of {{'type': 'text', 'text': ...}} "
                      f"parts), got {type(content).__name__}")
 
@@ -46,6 +55,7 @@ def _dict_text(message: dict, index: int) -> str:
 def check_problem(problem: Any) -> None:
     """Raise a clear error unless ``problem`` is a string or a non-empty list of messages (cheap; no rendering)."""
     if isinstance(problem, str):
+        _check_text(problem, "the problem")
         return
     oh = harmony()
     if isinstance(problem, dict):

@@ -252,16 +252,13 @@ def test_5_garbled_channels_are_not_echoed_and_long_names_are_bounded():
     garbled = "<|channel|>" + "zq" * 1500 + " to=python code<|message|>print(1)<|call|>"
     long_name = "<|channel|>commentary to=" + "n" * 80_000 + "<|message|>x<|call|>"
     agent, _, pool = make_agent(by_turn(garbled, long_name, FINAL_2))
-    start = time.perf_counter()
     r = run_all(agent, [Task("q", key=0)])[0]
-    elapsed = time.perf_counter() - start
     replies = [m for m in r.messages if m.author.role.value == "tool"]
     assert [m.channel for m in replies] == ["analysis", "commentary"]
     assert pool.log == ["print(1)"]  # the call itself is valid python on a weird channel
     tool_tokens = [len(s) for s in r.trajectory.segments if s.kind == "tool"]
     assert max(tool_tokens) < 100, tool_tokens  # the 80,000-character name is quoted in 64 characters
     assert replies[1].author.name == "python" and "..." in replies[1].content[0].text
-    assert elapsed < 20
 
 
 # -- 6. per-turn work proportional to the new tokens -----------------------------------------------------------
@@ -464,6 +461,8 @@ def test_10_messages_input_dicts_and_harmony_messages():
     ([{"role": "user", "content": 3}], "'content' must be a string"),
     ([], "non-empty list"),
     ([object()], "use openai_harmony.Message or a dict"),
+    ("lone \ud800 surrogate", "the problem is not valid text"),
+    ([{"role": "user", "content": "x\udfff"}], "message 0 is not valid text"),
 ])
 def test_10_bad_messages_fail_before_anything_runs(bad, match):
     agent, engine, _ = make_agent(by_turn(FINAL_2))
@@ -511,3 +510,59 @@ def test_in_process_session_exit_raises_system_exit():
     """The suite's in-process session lets model code's exit() raise SystemExit (what item 1 guards against)."""
     with pytest.raises(SystemExit):
         InProcessSession([]).run("exit()")
+
+
+def test_2_out_of_vocabulary_tokens_end_only_their_trajectory():
+    class OutOfVocab(ScriptedEngine):
+        def step(self):
+            out = []
+            for c in super().step():
+                prompt = next(list(r.prompt_ids) for r in self.submitted if r.request_id == c.request_id)
+                if "oov" in get_encoding().decode(prompt):
+                    c = Completion(c.request_id, [250_000, *c.token_ids], [-1.0, *c.logprobs], c.finish)
+                out.append(c)
+            return out
+
+    agent, _, pool = make_agent(None, engine=OutOfVocab(by_turn(CALL_2, FINAL_2)))
+    results = run_all(agent, [Task("oov", key="oov"), Task("fine", key="fine")])
+    assert results["oov"].finish_reason == "error" and "250000" in results["oov"].error
+    assert results["fine"].finish_reason == "final" and results["fine"].answer == "2"
+    assert all(s.closed for s in pool.sessions)
+
+
+def test_the_rollout_unit_is_driven_the_same_way_without_the_scheduler():
+    """Issue 13's AsyncAgent will drive Rollout from asyncio: the unit needs no Scheduler, only a driver that
+    submits its requests, feeds back completions and runs its calls (here: asyncio + an executor)."""
+    import asyncio
+
+    from harmony_agent import LoopConfig, Phase, Rollout
+    from harmony_agent.rollout import run_tool_call
+
+    engine = ScriptedEngine(by_turn(CALL_2, FINAL_2), tokens_per_step=10_000)
+    pool = InProcessPool()
+    prompt = render_prompt("q", PromptConfig(conversation_start_date=DATE))
+
+    async def drive() -> Rollout:
+        r = Rollout("task", prompt, loop=LoopConfig(), python=True, max_model_len=100_000, seed=1, problem="q")
+        loop = asyncio.get_running_loop()
+        n = 0
+        while r.phase is not Phase.FINISHED:
+            if r.phase is Phase.READY:
+                request = r.next_request(f"async-{n}")
+                n += 1
+                if request is None:
+                    break
+                engine.submit(request, None)
+                [completion] = engine.step()
+                r.on_completion(completion)
+            elif r.phase is Phase.TOOL:
+                outcome = await loop.run_in_executor(None, run_tool_call, r, r.call, pool.open, 1.0)
+                r.on_tool_outcome(outcome)
+        return r
+
+    r = asyncio.run(drive())
+    assert r.result.finish_reason == "final" and r.result.answer == "2"
+    assert [c.output for c in r.result.tool_calls] == ["2\n"]
+    agent, _, _ = make_agent(by_turn(CALL_2, FINAL_2))
+    [[same]] = agent.run(["q"], seed=1)
+    assert same.trajectory.token_ids == r.trajectory.token_ids  # one logic, two drivers, the same tokens
