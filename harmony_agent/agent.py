@@ -50,7 +50,7 @@ def apply_shortcuts(prompt: PromptConfig, sampling: Sampling, loop: LoopConfig,
     >>> s.temperature, p.python, l.max_tool_calls
     (0.5, False, 100)
     """
-    objects = [prompt, sampling, loop]
+    objects: list[Any] = [prompt, sampling, loop]
     owners = {f.name: i for i, obj in enumerate(objects) for f in fields(obj)}
     unknown = sorted(set(shortcuts) - set(owners))
     if unknown:
@@ -163,8 +163,8 @@ class Agent:
         tasks = [Task(p, seed + j, (i, j)) for i, p in enumerate(problems) for j in range(n)]
         results: list[list[Result | None]] = [[None] * n for _ in problems]
         for task, result in self.stream(tasks):
-            i, j = task.key
-            results[i][j] = result
+            key: Any = task.key
+            results[key[0]][key[1]] = result
         return results  # type: ignore[return-value]
 
     def close(self) -> None:

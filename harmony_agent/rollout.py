@@ -115,10 +115,10 @@ class Rollout:
             return self.finish("error", f"the engine returned an unknown finish {str(finish)[:40]!r}")
         if not ids or ids[-1] != CALL:  # <|return|> (or the model's EOS): the answer is given
             return self.finish("final")
-        # A call. Nothing could read a reply when the budget or the context is used up: do not run it.
+        # A call. Nothing could read a reply when the budget is spent or no reply fits the context: do not run it.
         if self._budget_spent():
             return self.finish("length")
-        if len(self.trajectory) >= self.max_model_len:
+        if len(self.trajectory) + tm.min_reply_tokens() >= self.max_model_len:
             return self.finish("context")
         call = parsed.call or ToolCall(None, None, None, "", error=parsed.error or "empty message")
         self.calls_requested += 1

@@ -14,6 +14,7 @@ running cells.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -97,7 +98,7 @@ class Scheduler:
                     ready.append(r)
                 while ready:
                     r = ready.popleft()
-                    guarded(r, lambda r=r: self._submit(r, live), "submitting the request")
+                    guarded(r, functools.partial(self._submit, r, live), "submitting the request")
                 while finished:
                     yield finished.popleft()
 
@@ -108,9 +109,9 @@ class Scheduler:
                     raise self._failure(exc, active) from exc
                 if stepping:
                     for completion in completions:
-                        r = live.pop(completion.request_id, None)
-                        if r is not None:  # others are not ours (a shared engine)
-                            guarded(r, lambda r=r, c=completion: r.on_completion(c), "handling the completion")
+                        mine = live.pop(completion.request_id, None)
+                        if mine is not None:  # others are not ours (a shared engine)
+                            guarded(mine, functools.partial(mine.on_completion, completion), "handling the completion")
                 elif in_tools:
                     wait = max(0.0, min(d for _, d in in_tools.values()) - time.monotonic())
                     try:

@@ -73,6 +73,12 @@ def tool_message(author: str, text: str, channel: str | None):
     return message.with_recipient("assistant").with_channel(reply_channel(channel))
 
 
+@functools.lru_cache(maxsize=1)
+def min_reply_tokens() -> int:
+    """Tokens of the shortest possible reply: a call whose reply cannot fit in the context is not worth running."""
+    return len(render_reply(tool_message(PYTHON, "", "analysis")))
+
+
 def render_reply(message) -> list[int]:
     """Tokens of a tool message plus ``<|start|>assistant``: what the loop appends to a trajectory."""
     return [*get_encoding().render(message), *_assistant_header()]

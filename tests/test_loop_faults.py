@@ -323,11 +323,12 @@ def test_7_a_call_on_the_last_budget_token_is_not_run():
     assert r.trajectory.token_ids[-1] == CALL and r.num_model_tokens == len(toks(CALL_2))
 
 
-def test_7_a_call_that_fills_the_context_is_not_run():
+@pytest.mark.parametrize("spare", [0, 5])
+def test_7_a_call_whose_reply_cannot_fit_the_context_is_not_run(spare):
     prompt_len = len(render_prompt("q", PromptConfig(conversation_start_date=DATE)))
-    agent, _, pool = make_agent(by_turn(CALL_2), max_model_len=prompt_len + len(toks(CALL_2)))
+    agent, _, pool = make_agent(by_turn(CALL_2), max_model_len=prompt_len + len(toks(CALL_2)) + spare)
     r = run_all(agent, [Task("q", key=0)])[0]
-    assert r.finish_reason == "context" and pool.log == []
+    assert r.finish_reason == "context" and pool.log == [] and r.tool_calls == []
 
 
 # -- 8. closing a stream returns at once ----------------------------------------------------------------------------
