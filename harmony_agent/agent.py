@@ -68,7 +68,8 @@ class Agent:
     Give it your own ``vllm.LLM`` (``llm=``), a model to load (``model=`` plus ``engine_kwargs`` for
     ``vllm.LLM``), or any :class:`~harmony_agent.engine.Engine` (``engine=``). Settings come as
     ``prompt=PromptConfig(...)``, ``sampling=Sampling(...)`` and ``loop=LoopConfig(...)``; any of their fields may
-    also be passed flat (``temperature=0.6``), overriding the object's value.
+    also be passed flat (``temperature=0.6``), overriding the object's value. A problem is a string or a
+    conversation (a list of OpenAI-style dicts or Harmony messages).
 
     >>> agent = Agent(model="openai/gpt-oss-20b", reasoning_effort="high")          # doctest: +SKIP
     >>> results = agent.run(["What is 2**100 mod 7?"], n=4, seed=0)                  # doctest: +SKIP
