@@ -105,6 +105,9 @@ class Agent:
         """Start the session pool (once) before a run that may call python; fail at once if it cannot start."""
         with self._pool_lock:
             if self._pool is not None:
+                if getattr(self._pool, "closed", False) is True:
+                    raise ToolRuntimeError("the session pool given as session_pool= is closed: pass an open pool, "
+                                           "or run without tools with python=False")
                 return
             try:
                 from tool_runtime import SessionPool
@@ -119,8 +122,8 @@ class Agent:
 
     def _open_session(self):
         pool = self._pool
-        if pool is None:
-            raise ToolRuntimeError("the agent was closed during the run: no session pool")
+        if pool is None or getattr(pool, "closed", False) is True:
+            raise ToolRuntimeError("the session pool was closed during the run: no call can run any more")
         return pool.open()
 
     # -- running -------------------------------------------------------------------------------------------

@@ -391,6 +391,27 @@ def test_9_a_pool_that_cannot_start_fails_the_run_at_once(monkeypatch):
     assert without.run(["q"])[0][0].finish_reason == "final"
 
 
+def test_9_a_closed_pool_fails_the_run_at_once_and_closing_it_mid_run_ends_the_run():
+    class Closable(InProcessPool):
+        closed = False
+
+    pool = Closable()
+    pool.closed = True
+    agent, engine, _ = make_agent(by_turn(CALL_2, FINAL_2), pool=pool)
+    with pytest.raises(ToolRuntimeError, match="is closed"):
+        agent.run(["q"])
+    assert engine.submitted == []
+
+    pool = Closable()
+    slow_call = "<|channel|>analysis<|message|>" + "x " * 100 + "<|end|><|start|>assistant" + CALL_2
+    agent, engine, _ = make_agent(by_problem({"calls": (slow_call,)}), pool=pool)
+    stream = agent.stream([Task("quick"), Task("calls")])
+    assert next(stream)[0].problem == "quick"
+    pool.closed = True  # closed after the run started, before the first call
+    with pytest.raises(ToolRuntimeError, match="closed during the run"):
+        bounded(lambda: list(stream))
+
+
 # -- 10. footguns for RL users -----------------------------------------------------------------------------------------
 
 def test_10_run_without_seed_samples_anew_and_records_the_seed():
