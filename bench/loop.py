@@ -1,7 +1,7 @@
 """Benchmark of the agent loop on the real vLLM engine (CPU build here; the same script runs on a GPU).
 
 Prints its figures and ends with one JSON line:
-``{"loop_vs_raw": .., "continuous_vs_barrier": .., "append_vs_rerender": ..}``
+``{"loop_vs_raw": .., "continuous_vs_barrier": .., "loop_cpu_ms_per_turn": {"turn100": .., "turn5000": ..}, ..}``
 
 - loop_vs_raw: generated tokens/s of ``Agent`` over raw ``LLM.generate`` on the same engine, model and number of
   generated tokens, with a python call every ``--call-every`` tokens (target >= 0.95).
@@ -11,6 +11,9 @@ Prints its figures and ends with one JSON line:
   step costs the same at any batch size, as a GPU's decode does (the CPU engine here is compute-bound).
 - append_vs_rerender: per-turn CPU cost of re-rendering a 100-turn, ~100k-token conversation over appending
   the new tokens as the loop does (target >= 20).
+- loop_cpu_ms_per_turn: the loop's own CPU time per turn (completion handled, call run in a trivial session,
+  reply appended, request re-submitted) at turn 100 and at turn 5,000 of one trajectory on an instant stand-in
+  engine; the work per turn must not grow with the trajectory (``loop_cpu_turn5000_vs_turn100`` about 1).
 
 The model is a random-weight Llama with gpt-oss's 201088-token vocabulary. A logits processor makes every
 request open a python call header, sample freely, and close the call after ``BENCH_CALL_EVERY`` (200) tokens,
@@ -300,6 +303,62 @@ def append_vs_rerender(turns: int = 100, total_tokens: int = 100_000) -> dict:
     }
 
 
+class InstantEngine:
+    """A stand-in engine that answers every request at once with the same python call (no copy of the prompt)
+    and records the process's CPU time at each submission."""
+
+    COMPLETION = "<|channel|>analysis to=python code<|message|>print(x)<|call|>"
+
+    def __init__(self):
+        self.max_model_len = 1 << 40
+        self.cpu_at_submit: list[float] = []
+        self.running: list[Request] = []
+        self.tokens = get_encoding().encode(self.COMPLETION, allowed_special="all")
+
+    def submit(self, request: Request, sampling: Sampling) -> None:
+        self.cpu_at_submit.append(time.process_time())
+        self.running.append(request)
+
+    def step(self) -> list[Completion]:
+        done, self.running = self.running, []
+        return [Completion(r.request_id, list(self.tokens), [-0.5] * len(self.tokens), "stop") for r in done]
+
+    def has_unfinished(self) -> bool:
+        return bool(self.running)
+
+    def abort(self, request_ids: list[str]) -> None:
+        self.running = []
+
+
+class _TrivialSession:
+    def run(self, code, timeout=None):
+        from tool_runtime import ExecResult
+
+        return ExecResult("1\n", "ok", False, 0.0)
+
+    def close(self):
+        pass
+
+
+class _TrivialPool:
+    def open(self):
+        return _TrivialSession()
+
+
+def loop_cpu_per_turn(turns: int = 5_100, windows: tuple[int, ...] = (100, 5_000), width: int = 100) -> dict:
+    """CPU ms per turn of the loop itself around given turns of one long trajectory (instant engine and tool)."""
+    engine = InstantEngine()
+    agent = Agent(engine=engine, session_pool=_TrivialPool(), max_tool_calls=turns, max_tokens=1 << 40,
+                  conversation_start_date="2025-01-01")
+    [(_, result)] = list(agent.stream([Task("Benchmark problem")]))
+    marks = engine.cpu_at_submit
+    out = {"turns": len(marks) - 1, "tokens": len(result.trajectory)}
+    for turn in windows:
+        lo, hi = turn - width // 2, turn + width // 2
+        out[turn] = (marks[hi] - marks[lo]) / (hi - lo) * 1e3
+    return out
+
+
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -318,6 +377,8 @@ def main() -> None:
                                                     Path.home() / ".cache" / "harmony-agent")) / "bench-model")
     parser.add_argument("--decode-bound-only", action="store_true",
                         help="only the append and decode-bound comparisons (no vLLM engine; seconds)")
+    parser.add_argument("--per-turn-only", action="store_true",
+                        help="only the append comparison and the loop's CPU per turn (no engine, no sessions)")
     args = parser.parse_args()
 
     print("append vs re-render (no engine) ...", flush=True)
@@ -325,6 +386,17 @@ def main() -> None:
     print(f"  {avr['tokens']} tokens, 100 turns: re-render {avr['rerender_ms']:.2f} ms/turn, append "
           f"{avr['append_ms']:.3f} ms/turn -> {avr['ratio']:.1f}x; re-render token-identical to the model's "
           f"tokens: {avr['rerender_token_identical']}")
+
+    print("loop CPU per turn (instant stand-in engine and tool) ...", flush=True)
+    per_turn = loop_cpu_per_turn()
+    print(f"  one trajectory, {per_turn['turns']} calls, {per_turn['tokens']} tokens: {per_turn[100]:.3f} ms/turn "
+          f"at turn 100, {per_turn[5000]:.3f} ms/turn at turn 5,000 -> {per_turn[5000] / per_turn[100]:.2f}x")
+    figures = {"loop_cpu_ms_per_turn": {"turn100": round(per_turn[100], 3), "turn5000": round(per_turn[5000], 3)},
+               "loop_cpu_turn5000_vs_turn100": round(per_turn[5000] / per_turn[100], 2),
+               "append_vs_rerender": round(avr["ratio"], 1)}
+    if args.per_turn_only:
+        print(json.dumps(figures))
+        return
 
     from tool_runtime import SessionPool
 
@@ -339,7 +411,9 @@ def main() -> None:
               f"{args.trajectories} trajectories, a call after 50-350 tokens, tool latency U(0, 2) s: barrier "
               f"{barrier_d:.1f} s ({rounds_d} rounds), continuous {continuous_d:.1f} s -> "
               f"{barrier_d / continuous_d:.2f}x", flush=True)
+        figures["continuous_vs_barrier_decode_bound"] = round(barrier_d / continuous_d, 2)
         if args.decode_bound_only:
+            print(json.dumps(figures))
             return
 
         args.model_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -380,9 +454,7 @@ def main() -> None:
               f"continuous {continuous_s:.1f} s -> {barrier_s / continuous_s:.2f}x")
 
     print(json.dumps({"loop_vs_raw": round(loop_rate / raw_rate, 3),
-                      "continuous_vs_barrier": round(barrier_s / continuous_s, 2),
-                      "continuous_vs_barrier_decode_bound": round(barrier_d / continuous_d, 2),
-                      "append_vs_rerender": round(avr["ratio"], 1)}))
+                      "continuous_vs_barrier": round(barrier_s / continuous_s, 2), **figures}))
 
 
 if __name__ == "__main__":

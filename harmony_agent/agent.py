@@ -2,25 +2,43 @@
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
+import logging
+import os
+import random
 import threading
 from dataclasses import dataclass, fields, replace
-from typing import Any, Hashable, Iterable, Iterator, Sequence
+from typing import Any, Hashable, Iterable, Iterator
 
-from .encoding import get_encoding
 from .config import LoopConfig, PromptConfig, Sampling
+from .encoding import get_encoding
 from .engine import Engine, VLLMEngine
-from .prompt import render_prompt
+from .errors import ToolRuntimeError
+from .prompt import check_problem, render_prompt
 from .result import Result
+from .rollout import Rollout
 from .scheduler import Scheduler
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Task:
-    """One trajectory to run: the user's problem text, its sampling seed and a key of the caller's."""
+    """One trajectory to run: the input, its sampling seed and a key of the caller's.
 
-    problem: str
+    ``problem`` is a problem string (one user message) or a conversation: a list of Harmony ``Message``s or
+    OpenAI-style dicts with roles system/developer/user/assistant (see :mod:`harmony_agent.prompt`). It is
+    checked here, so a bad input fails before anything runs. ``seed=None``: unseeded sampling.
+    """
+
+    problem: Any
     seed: int | None = None
     key: Hashable = None
+
+    def __post_init__(self) -> None:
+        check_problem(self.problem)
+        if self.seed is not None and not isinstance(self.seed, int):
+            raise TypeError(f"seed must be an int or None, got {type(self.seed).__name__}")
 
 
 def apply_shortcuts(prompt: PromptConfig, sampling: Sampling, loop: LoopConfig,
@@ -32,7 +50,7 @@ def apply_shortcuts(prompt: PromptConfig, sampling: Sampling, loop: LoopConfig,
     >>> s.temperature, p.python, l.max_tool_calls
     (0.5, False, 100)
     """
-    objects = [prompt, sampling, loop]
+    objects: list[Any] = [prompt, sampling, loop]
     owners = {f.name: i for i, obj in enumerate(objects) for f in fields(obj)}
     unknown = sorted(set(shortcuts) - set(owners))
     if unknown:
@@ -50,7 +68,8 @@ class Agent:
     Give it your own ``vllm.LLM`` (``llm=``), a model to load (``model=`` plus ``engine_kwargs`` for
     ``vllm.LLM``), or any :class:`~harmony_agent.engine.Engine` (``engine=``). Settings come as
     ``prompt=PromptConfig(...)``, ``sampling=Sampling(...)`` and ``loop=LoopConfig(...)``; any of their fields may
-    also be passed flat (``temperature=0.6``), overriding the object's value.
+    also be passed flat (``temperature=0.6``), overriding the object's value. A problem is a string or a
+    conversation (a list of OpenAI-style dicts or Harmony messages).
 
     >>> agent = Agent(model="openai/gpt-oss-20b", reasoning_effort="high")          # doctest: +SKIP
     >>> results = agent.run(["What is 2**100 mod 7?"], n=4, seed=0)                  # doctest: +SKIP
@@ -82,42 +101,74 @@ class Agent:
 
     # -- sessions ------------------------------------------------------------------------------------------
 
-    def _open_session(self):
+    def _ensure_pool(self) -> None:
+        """Start the session pool (once) before a run that may call python; fail at once if it cannot start."""
         with self._pool_lock:
-            if self._pool is None:
+            if self._pool is not None:
+                if getattr(self._pool, "closed", False) is True:
+                    raise ToolRuntimeError("the session pool given as session_pool= is closed: pass an open pool, "
+                                           "or run without tools with python=False")
+                return
+            try:
                 from tool_runtime import SessionPool
 
                 self._pool = SessionPool(max_sessions=self.config.max_concurrent, timeout=self.config.tool_timeout,
                                          max_output_chars=self.config.max_output_chars)
-        return self._pool.open()
+            except Exception as exc:
+                raise ToolRuntimeError(
+                    f"the python tool runtime could not start ({type(exc).__name__}: {exc}); fix the tool runtime "
+                    "(see docs/tool_runtime.md), or run without tools with python=False"
+                ) from exc
+
+    def _open_session(self):
+        pool = self._pool
+        if pool is None or getattr(pool, "closed", False) is True:
+            raise ToolRuntimeError("the session pool was closed during the run: no call can run any more")
+        return pool.open()
 
     # -- running -------------------------------------------------------------------------------------------
 
-    def stream(self, tasks: Iterable[Task | str]) -> Iterator[tuple[Task, Result]]:
+    def stream(self, tasks: Iterable[Task | Any]) -> Iterator[tuple[Task, Result]]:
         """Run every task in one continuous run; yield ``(task, result)`` as each trajectory finishes.
 
-        Stopping the iteration early aborts the requests still running and closes their sessions.
+        ``tasks`` is any iterable (a generator too) of :class:`Task`, problem strings or message lists; it is read
+        as room frees up. Stopping the iteration early aborts the requests still running and closes their
+        sessions at once. A trajectory that meets a fault of its own ends with ``finish_reason="error"``; an
+        engine failure raises :class:`~harmony_agent.errors.EngineFailure` with the unfinished tasks.
         """
-        tasks = (t if isinstance(t, Task) else Task(problem=t) for t in tasks)
-        new_id = getattr(self.engine, "new_request_id", None) or _counter()
-        scheduler = Scheduler(self.engine, self.sampling, self.config,
-                              render=lambda task: render_prompt(task.problem, self.prompt),
-                              open_session=self._open_session if self.prompt.python else None,
-                              new_request_id=new_id)
-        yield from scheduler.run(tasks)
+        if self.prompt.python:
+            self._ensure_pool()
+        max_model_len = int(self.engine.max_model_len)
+        prompts = _PromptCache(self.prompt)
 
-    def run(self, problems: Sequence[str] | str, n: int = 1, seed: int | None = 0) -> list[list[Result]]:
-        """Every problem times ``n`` samples in one run: ``results[i][j]`` is problem i, sample j (seed seed+j)."""
+        def start(task: Task) -> Rollout:
+            return Rollout(task, prompts.render(task.problem), loop=self.config, python=self.prompt.python,
+                           max_model_len=max_model_len, seed=task.seed, problem=task.problem)
+
+        scheduler = Scheduler(self.engine, self.sampling, self.config, start=start,
+                              open_session=self._open_session if self.prompt.python else None,
+                              new_request_id=getattr(self.engine, "new_request_id", None) or _new_request_id)
+        yield from scheduler.run(t if isinstance(t, Task) else Task(t) for t in tasks)
+
+    def run(self, problems: Iterable[Any] | str, n: int = 1, seed: int | None = None) -> list[list[Result]]:
+        """Every problem times ``n`` samples in one run: ``results[i][j]`` is problem i, sample j (seed seed+j).
+
+        ``problems`` is any iterable of problem strings or message lists (or one problem string). Without
+        ``seed`` a fresh base seed is drawn for each call (each call samples anew; ``Result.seed`` records the
+        seed used, so a sample can be replayed); pass ``seed`` for reproducible runs (evaluations do).
+        """
         if isinstance(problems, str):
             problems = [problems]
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        tasks = [Task(p, None if seed is None else seed + j, (i, j)) for i, p in enumerate(problems)
-                 for j in range(n)]
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        problems = list(problems)
+        if seed is None:
+            seed = fresh_seed()
+        tasks = [Task(p, seed + j, (i, j)) for i, p in enumerate(problems) for j in range(n)]
         results: list[list[Result | None]] = [[None] * n for _ in problems]
         for task, result in self.stream(tasks):
-            i, j = task.key
-            results[i][j] = result
+            key: Any = task.key
+            results[key[0]][key[1]] = result
         return results  # type: ignore[return-value]
 
     def close(self) -> None:
@@ -134,27 +185,56 @@ class Agent:
         self.close()
 
 
-def _counter():
-    import itertools
+class _PromptCache:
+    """Renders each problem once: the ``n`` samples of a problem, which arrive together, share its prompt."""
 
-    ids = itertools.count()
-    return lambda: f"req-{next(ids)}"
+    def __init__(self, config: PromptConfig):
+        self.config = config
+        self._last: tuple[Any, list[int]] | None = None
+
+    def render(self, problem: Any) -> list[int]:
+        if self._last is not None and (self._last[0] is problem or self._last[0] == problem):
+            return self._last[1]
+        ids = render_prompt(problem, self.config)
+        self._last = (problem, ids)
+        return ids
+
+
+_SEEDS = random.SystemRandom()
+_REQUEST_IDS = itertools.count()
+_REQUEST_PREFIX = f"ha-{os.getpid()}-{random.SystemRandom().getrandbits(32):08x}-"
+
+
+def fresh_seed() -> int:
+    """A base seed from the OS's randomness (not the process's ``random`` state, which vLLM seeds)."""
+    return _SEEDS.randrange(2**31 - 1)
+
+
+def _new_request_id() -> str:
+    """Request ids unique in the process, for engines without ``new_request_id`` (so any two runs sharing an
+    engine never collide)."""
+    return f"{_REQUEST_PREFIX}{next(_REQUEST_IDS)}"
 
 
 _ENGINES: dict[tuple, VLLMEngine] = {}
 
 
-def solve(problem: str, *, model: str | None = None, llm: Any = None, engine_kwargs: dict[str, Any] | None = None,
-          seed: int | None = 0, **agent_kwargs: Any) -> Result:
-    """Solve one problem and return its :class:`Result`.
+def solve(problem: Any, *, model: str | None = None, llm: Any = None, engine_kwargs: dict[str, Any] | None = None,
+          n: int | None = None, seed: int | None = None, **agent_kwargs: Any) -> Any:
+    """Solve one problem (a string or a list of messages): its :class:`Result`, or ``n`` of them as a list.
 
-    The engine built for ``model`` is kept for the next call with the same model and engine arguments, so
-    calling ``solve`` in a notebook loop loads the weights once.
+    Settings are :class:`Agent`'s (``prompt=``, ``sampling=``, ``loop=`` or flat shortcuts). Without ``seed`` each
+    call samples anew (``Result.seed`` records the seed drawn); sample j uses ``seed + j``. The engine built for
+    ``model`` is kept for the next call with the same model and engine arguments, so calling ``solve`` in a
+    notebook loop loads the weights once.
 
     >>> result = solve("What is 2**100 mod 7?", model="openai/gpt-oss-20b")   # doctest: +SKIP
     >>> result.answer, result.finish_reason                                    # doctest: +SKIP
     ('2', 'final')
+    >>> [r.answer for r in solve("What is 2**100 mod 7?", model="openai/gpt-oss-20b", n=4)]  # doctest: +SKIP
+    ['2', '2', '2', '2']
     """
+    check_problem(problem)  # before an engine loads
     engine = None
     if llm is None:
         if model is None:
@@ -164,4 +244,5 @@ def solve(problem: str, *, model: str | None = None, llm: Any = None, engine_kwa
             _ENGINES[key] = VLLMEngine.from_model(model, **(engine_kwargs or {}))
         engine = _ENGINES[key]
     with Agent(llm=llm, engine=engine, **agent_kwargs) as agent:
-        return agent.run([problem], n=1, seed=seed)[0][0]
+        row = agent.run([problem], n=1 if n is None else n, seed=seed)[0]
+    return row[0] if n is None else row

@@ -29,6 +29,9 @@ DEFAULT_TOOL_TIMEOUT = 10.0
 #: The published runs cut each output at 1000 characters with ``<output cut>``.
 DEFAULT_MAX_OUTPUT_CHARS = 1000
 DEFAULT_MAX_CONCURRENT = 256
+#: Seconds a call may take beyond ``tool_timeout`` (opening a session, interrupting a cell) before the loop stops
+#: waiting and answers it as a runtime failure; only a broken tool runtime ever reaches it.
+DEFAULT_TOOL_GRACE = 60.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class LoopConfig:
     tool_timeout: float = DEFAULT_TOOL_TIMEOUT
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
     max_concurrent: int = DEFAULT_MAX_CONCURRENT
+    tool_grace: float = DEFAULT_TOOL_GRACE
 
     def __post_init__(self) -> None:
         if not (isinstance(self.max_tokens, int) and self.max_tokens >= 1):
@@ -98,3 +102,10 @@ class LoopConfig:
             raise ValueError(f"max_output_chars must be an int >= 1, got {self.max_output_chars!r}")
         if not (isinstance(self.max_concurrent, int) and self.max_concurrent >= 1):
             raise ValueError(f"max_concurrent must be an int >= 1, got {self.max_concurrent!r}")
+        if not (isinstance(self.tool_grace, (int, float)) and math.isfinite(self.tool_grace) and self.tool_grace > 0):
+            raise ValueError(f"tool_grace must be seconds > 0, got {self.tool_grace!r}")
+
+    @property
+    def tool_deadline(self) -> float:
+        """Seconds after which the loop gives up on a call: ``tool_timeout + tool_grace``."""
+        return float(self.tool_timeout) + float(self.tool_grace)

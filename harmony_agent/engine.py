@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, Sequence, runtime_checkable
 
 from .config import Sampling
 from .encoding import STOP_TOKEN_IDS
@@ -18,10 +18,14 @@ from .errors import EngineError
 
 @dataclass(frozen=True)
 class Request:
-    """One generation request: continue ``prompt_ids`` for at most ``max_tokens`` tokens."""
+    """One generation request: continue ``prompt_ids`` for at most ``max_tokens`` tokens.
+
+    ``prompt_ids`` is a read-only sequence (the loop passes a view of its trajectory, not a copy); an engine
+    that keeps it past ``submit`` copies it.
+    """
 
     request_id: str
-    prompt_ids: list[int]
+    prompt_ids: Sequence[int]
     max_tokens: int
     seed: int | None = None
 
@@ -132,7 +136,7 @@ class VLLMEngine:
             logprobs=0 if sampling.logprobs else None,
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
-        prompt = TokensPrompt(prompt_token_ids=request.prompt_ids)
+        prompt = TokensPrompt(prompt_token_ids=list(request.prompt_ids))
         if self._render is not None:
             (prompt,) = self._render([prompt])
         self._core.add_request(request.request_id, prompt, params)

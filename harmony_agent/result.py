@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
 from .answer import extract_boxed
 from .encoding import get_encoding
 from .parsing import message_text
@@ -10,15 +12,21 @@ from .trajectory import Trajectory
 FINISH_REASONS = ("final", "length", "context", "max_tool_calls", "error")
 
 
+#: ``ok``/``error`` (the cell raised)/``timeout``/``crashed`` come from the session; ``runtime_error``: the tool
+#: runtime failed to run the call (no session, a broken session object); ``error`` then says what happened.
+TOOL_STATUSES = ("ok", "error", "timeout", "crashed", "runtime_error")
+
+
 @dataclass(frozen=True)
 class ToolCallRecord:
-    """One python execution: the code, what the model read back, and how it went."""
+    """One python call: the code, what the model read back, and how it went (``status`` in TOOL_STATUSES)."""
 
     code: str
     output: str
-    status: str          # "ok" | "error" | "timeout" | "crashed"
+    status: str
     seconds: float
     state_lost: bool
+    error: str | None = None
 
 
 @dataclass
@@ -27,10 +35,13 @@ class Result:
 
     ``messages`` are the Harmony messages after the prompt (assistant and tool), parsed from the tokens.
     ``finish_reason``: ``final`` (the model answered), ``length`` (generation budget), ``context`` (the context
-    window is full), ``max_tool_calls`` (it kept calling after being told no executions were left), ``error``.
+    window is full), ``max_tool_calls`` (it kept calling after being told no executions were left), ``error``
+    (a fault confined to this trajectory ended it: a malformed engine output, a failed request, a bug; ``error``
+    says what, and the other trajectories of the run went on).
+    ``problem`` is the task's input: a problem string or the list of messages it was given.
     """
 
-    problem: str | None
+    problem: Any
     seed: int | None
     trajectory: Trajectory
     messages: list = field(default_factory=list)

@@ -1,110 +1,127 @@
 """The continuous scheduler: many trajectories, one engine, tools run beside decoding.
 
-Each live trajectory has at most one request in the engine. When a request stops on ``<|call|>`` its code goes
-to the trajectory's session on a worker thread and the engine keeps decoding the others; when the output comes
-back the trajectory is re-submitted with the tool tokens appended (prefix caching makes that cheap). There is
-no round barrier anywhere.
+Each live trajectory (a :class:`~harmony_agent.rollout.Rollout`) has at most one request in the engine. When a
+request stops on ``<|call|>`` its code goes to the trajectory's session on a worker thread and the engine keeps
+decoding the others; when the output comes back the trajectory is re-submitted with the tool tokens appended
+(prefix caching makes that cheap). There is no round barrier anywhere.
+
+Failure semantics: a fault confined to one trajectory (its completion, its request, its reply) finishes it with
+``finish_reason="error"`` and closes its session; the others run on. A call that gets no answer within
+``tool_timeout + tool_grace`` is answered as a runtime failure. An engine that fails (``step`` raises) ends the
+run with :class:`~harmony_agent.errors.EngineFailure` carrying the unfinished tasks. Cleanup (abort requests,
+close sessions) runs each step on its own and never replaces the error that ended the run; it does not wait for
+running cells.
 """
 from __future__ import annotations
 
+import functools
+import logging
 import queue
+import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
-from . import tool_messages as tm
 from .config import LoopConfig, Sampling
-from .encoding import CALL
-from .engine import Completion, Engine, Request
-from .parsing import ToolCall, find_tool_call, parse_completion
-from .result import Result, ToolCallRecord
-from .trajectory import Trajectory
+from .engine import Engine
+from .errors import EngineFailure
+from .result import Result
+from .rollout import Phase, Rollout, ToolOutcome, close_quietly, failed_call, run_tool_call
 
-_SEED_MOD = 2**31 - 1
+logger = logging.getLogger(__name__)
 
-
-@dataclass
-class _Live:
-    """A trajectory in flight."""
-
-    task: Any
-    trajectory: Trajectory
-    started_at: float
-    messages: list = field(default_factory=list)
-    tool_calls: list[ToolCallRecord] = field(default_factory=list)
-    calls_requested: int = 0
-    told_limit: bool = False
-    turn: int = 0
-    session: Any = None
-    request_id: str | None = None
-
-    @property
-    def generated(self) -> int:
-        return self.trajectory.num_model_tokens
-
-
-@dataclass
-class _ToolDone:
-    """A python call that came back: what the model reads, and the record (None when the runtime failed)."""
-
-    live: _Live
-    call: ToolCall
-    reply: str
-    record: ToolCallRecord | None
+#: How often (seconds) the loop looks for calls past their deadline.
+_DEADLINE_CHECK_EVERY = 0.5
 
 
 class Scheduler:
     """Runs tasks to completion on ``engine``, yielding ``(task, Result)`` in the order they finish.
 
-    ``render(task) -> prompt ids`` and ``open_session() -> session`` come from the :class:`~harmony_agent.Agent`.
+    ``start(task) -> Rollout`` and ``open_session() -> session`` come from the :class:`~harmony_agent.Agent`.
     """
 
     def __init__(self, engine: Engine, sampling: Sampling, config: LoopConfig,
-                 render: Callable[[Any], list[int]], open_session: Callable[[], Any] | None,
+                 start: Callable[[Any], Rollout], open_session: Callable[[], Any] | None,
                  new_request_id: Callable[[], str]):
         self.engine = engine
         self.sampling = sampling
         self.config = config
-        self.render = render
+        self.start = start
         self.open_session = open_session
         self.new_request_id = new_request_id
 
     def run(self, tasks: Iterable[Any]) -> Iterator[tuple[Any, Result]]:
         pending = iter(tasks)
-        live: dict[str, _Live] = {}          # request id -> trajectory with a request in the engine
-        in_tools: dict[int, _Live] = {}      # trajectories whose call is running, by id()
-        ready: deque[_Live] = deque()        # trajectories to (re)submit
+        active: dict[int, Rollout] = {}         # every unfinished rollout, in the order it started
+        live: dict[str, Rollout] = {}           # request id -> rollout with a request in the engine
+        in_tools: dict[int, tuple[Rollout, float]] = {}  # rollouts whose call runs, with its deadline
+        ready: deque[Rollout] = deque()
         finished: deque[tuple[Any, Result]] = deque()
-        tool_done: queue.SimpleQueue[_ToolDone] = queue.SimpleQueue()
-        workers = ThreadPoolExecutor(max_workers=max(1, self.config.max_concurrent),
-                                     thread_name_prefix="harmony-tool")
+        tool_done: queue.SimpleQueue[tuple[Rollout, int, ToolOutcome]] = queue.SimpleQueue()
         exhausted = False
+        next_deadline_check = time.monotonic() + _DEADLINE_CHECK_EVERY
+
+        def route(r: Rollout) -> None:
+            """Put a rollout where its phase says."""
+            if r.phase is Phase.READY:
+                ready.append(r)
+            elif r.phase is Phase.TOOL:
+                in_tools[id(r)] = (r, time.monotonic() + self.config.tool_deadline)
+                threading.Thread(target=self._execute, args=(r, r.calls_requested, tool_done), daemon=True,
+                                 name="harmony-tool").start()
+            elif r.phase is Phase.FINISHED:
+                active.pop(id(r), None)
+                close_quietly(r.take_session(final=True))
+                assert r.result is not None
+                finished.append((r.task, r.result))
+
+        def guarded(r: Rollout, step: Callable[[], Any], what: str) -> None:
+            """Run one step of one rollout; an exception finishes that rollout alone."""
+            try:
+                step()
+            except Exception as exc:
+                logger.warning("%s failed for one trajectory (%s: %s); it ends with finish_reason='error'", what,
+                               type(exc).__name__, exc, exc_info=logger.isEnabledFor(logging.DEBUG))
+                r.fail(f"{what} failed: {type(exc).__name__}: {exc}")
+            route(r)
+
         try:
             while True:
-                # Admit new tasks while there is room.
-                while not exhausted and len(live) + len(in_tools) + len(ready) < self.config.max_concurrent:
-                    task = next(pending, None)
-                    if task is None:
+                while not exhausted and len(active) < self.config.max_concurrent:
+                    try:
+                        task = next(pending)
+                    except StopIteration:
                         exhausted = True
                         break
-                    ready.append(_Live(task, Trajectory.from_prompt(self.render(task)), time.time()))
+                    r = self.start(task)
+                    active[id(r)] = r
+                    ready.append(r)
                 while ready:
-                    self._submit(ready.popleft(), live, finished)
+                    r = ready.popleft()
+                    guarded(r, functools.partial(self._submit, r, live), "submitting the request")
                 while finished:
                     yield finished.popleft()
 
-                if live and self.engine.has_unfinished():
-                    for completion in self.engine.step():
-                        state = live.pop(completion.request_id, None)
-                        if state is not None:
-                            self._on_completion(state, completion, ready, finished, in_tools, tool_done, workers)
+                try:
+                    stepping = bool(live) and self.engine.has_unfinished()
+                    completions = self.engine.step() if stepping else []
+                except Exception as exc:
+                    raise self._failure(exc, active) from exc
+                if stepping:
+                    for completion in completions:
+                        mine = live.pop(completion.request_id, None)
+                        if mine is not None:  # others are not ours (a shared engine)
+                            guarded(mine, functools.partial(mine.on_completion, completion), "handling the completion")
                 elif in_tools:
-                    self._on_tool_done(tool_done.get(), ready, finished, in_tools)
+                    wait = max(0.0, min(d for _, d in in_tools.values()) - time.monotonic())
+                    try:
+                        self._on_tool_done(tool_done.get(timeout=min(wait, 1.0) + 0.01), in_tools, guarded)
+                    except queue.Empty:
+                        pass
                 elif live:  # the engine holds none of our requests any more: they were aborted outside
-                    for state in live.values():
-                        self._finish(state, "error", finished, error="the engine dropped the request")
+                    for r in live.values():
+                        r.fail("the engine dropped the request")
+                        route(r)
                     live.clear()
                 elif exhausted and not ready and not finished:
                     return
@@ -113,125 +130,75 @@ class Scheduler:
                         done = tool_done.get_nowait()
                     except queue.Empty:
                         break
-                    self._on_tool_done(done, ready, finished, in_tools)
+                    self._on_tool_done(done, in_tools, guarded)
+                now = time.monotonic()
+                if in_tools and now >= next_deadline_check:
+                    next_deadline_check = now + _DEADLINE_CHECK_EVERY
+                    for key, (r, deadline) in list(in_tools.items()):
+                        if now >= deadline:
+                            self._give_up(r, in_tools, guarded)
         finally:  # normal end, an error, or the consumer stopped early (GeneratorExit, Ctrl-C)
-            self.engine.abort(list(live))
-            for state in [*live.values(), *ready, *in_tools.values()]:
-                self._close_session(state)  # also stops a cell that is still running
-            workers.shutdown(wait=True, cancel_futures=True)
-            while not tool_done.empty():
-                self._close_session(tool_done.get_nowait().live)
+            self._cleanup(live, active)
 
-    # -- engine side ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _failure(exc: Exception, active: dict[int, Rollout]) -> EngineFailure:
+        return EngineFailure(f"the engine failed during the run ({type(exc).__name__}: {exc}); {len(active)} "
+                             "unfinished task(s) are in this error's .unfinished", [r.task for r in active.values()])
 
-    def _submit(self, state: _Live, live: dict[str, _Live], finished: deque) -> None:
-        """Send the trajectory to the engine, or finish it when no budget is left."""
-        budget = self.config.max_tokens - state.generated
-        room = self.engine.max_model_len - len(state.trajectory)
-        if budget <= 0:
-            return self._finish(state, "length", finished)
-        if room <= 0:
-            return self._finish(state, "context", finished)
-        seed = None
-        if getattr(state.task, "seed", None) is not None:
-            seed = (int(state.task.seed) + state.turn * 1_000_003) % _SEED_MOD
-        state.request_id = self.new_request_id()
-        state.turn += 1
-        self.engine.submit(Request(state.request_id, list(state.trajectory.token_ids), min(budget, room), seed),
-                           self.sampling)
-        live[state.request_id] = state
+    # -- steps -----------------------------------------------------------------------------------------------
 
-    def _on_completion(self, state: _Live, completion: Completion, ready: deque, finished: deque,
-                       in_tools: dict[int, _Live], tool_done: queue.SimpleQueue,
-                       workers: ThreadPoolExecutor) -> None:
-        ids = completion.token_ids
-        state.trajectory.append_model(ids, completion.logprobs)
-        parsed = parse_completion(ids)
-        state.messages.extend(parsed.messages)
-        if completion.finish == "abort":
-            return self._finish(state, "error", finished, error="request aborted by the engine")
-        if completion.finish == "length":
-            reason = "length" if state.generated >= self.config.max_tokens else "context"
-            return self._finish(state, reason, finished)
-        if not ids or ids[-1] != CALL:  # <|return|> (or the model's EOS): the answer is given
-            return self._finish(state, "final", finished)
-        call = find_tool_call(parsed, ids)
-        state.calls_requested += 1
-        if state.calls_requested > self.config.max_tool_calls:
-            if state.told_limit:
-                return self._finish(state, "max_tool_calls", finished)
-            state.told_limit = True
-            return self._reply(state, call, tm.calls_exhausted(self.config.max_tool_calls), ready, finished)
-        error = self._call_error(call)
-        if error is not None:
-            return self._reply(state, call, error, ready, finished)
-        in_tools[id(state)] = state
-        workers.submit(self._execute, state, call, tool_done)
-
-    def _call_error(self, call: ToolCall) -> str | None:
-        """The message for a call that cannot run, or None for a python call that can."""
-        if call.error is not None:
-            return tm.malformed_call(call.error)
-        if call.recipient is None:
-            return tm.missing_recipient()
-        if self.open_session is None:
-            return tm.python_disabled(call.recipient)
-        if call.recipient != tm.PYTHON:
-            return tm.unknown_recipient(call.recipient)
-        return None
-
-    def _reply(self, state: _Live, call: ToolCall, text: str, ready: deque, finished: deque) -> None:
-        """Answer ``call`` with a tool message (and ``<|start|>assistant``); queue the trajectory again."""
-        message = tm.tool_message(tm.reply_author(call.recipient), text, call.channel)
-        tokens = tm.render_reply(message)
-        if len(state.trajectory) + len(tokens) >= self.engine.max_model_len:
-            return self._finish(state, "context", finished)
-        state.trajectory.append_tool(tokens)
-        state.messages.append(message)
-        ready.append(state)
-
-    # -- tool side -----------------------------------------------------------------------------------------
-
-    def _execute(self, state: _Live, call: ToolCall, tool_done: queue.SimpleQueue) -> None:
-        """Worker thread: run the code in the trajectory's session (opened on its first call)."""
-        try:
-            if state.session is None:
-                state.session = self.open_session()
-            result = state.session.run(call.text, timeout=self.config.tool_timeout)
-        except Exception as exc:  # the runtime itself failed: tell the model, keep the run going
-            tool_done.put(_ToolDone(state, call, tm.runtime_failure(f"{type(exc).__name__}: {exc}"), None))
+    def _submit(self, r: Rollout, live: dict[str, Rollout]) -> None:
+        """Send the rollout's next request to the engine (unless it finished on a budget)."""
+        request_id = self.new_request_id()
+        if request_id in live:
+            raise ValueError(f"request id {request_id!r} is already in use by a running request: the engine's "
+                             "new_request_id must return ids unique per engine")
+        request = r.next_request(request_id)
+        if request is None:
             return
-        record = ToolCallRecord(call.text, result.output, result.status, result.seconds, result.state_lost)
-        tool_done.put(_ToolDone(state, call, result.output, record))
+        try:
+            self.engine.submit(request, self.sampling)
+        except Exception:
+            r.request_id = None
+            raise
+        live[request_id] = r
 
-    def _on_tool_done(self, done: _ToolDone, ready: deque, finished: deque, in_tools: dict[int, _Live]) -> None:
-        state = done.live
-        in_tools.pop(id(state), None)
-        if done.record is not None:
-            state.tool_calls.append(done.record)
-        self._reply(state, done.call, done.reply, ready, finished)
+    def _execute(self, r: Rollout, serial: int, tool_done: queue.SimpleQueue) -> None:
+        """Worker thread: run the call; whatever happens, one outcome goes to ``tool_done``."""
+        call = r.call
+        try:
+            assert call is not None and self.open_session is not None
+            outcome = run_tool_call(r, call, self.open_session, self.config.tool_timeout)
+        except BaseException as exc:  # noqa: BLE001 - run_tool_call does not raise; belt and braces
+            outcome = failed_call(getattr(call, "text", ""), f"{type(exc).__name__}: {exc}", 0.0)
+        tool_done.put((r, serial, outcome))
 
-    # -- end -----------------------------------------------------------------------------------------------
+    def _on_tool_done(self, done: tuple[Rollout, int, ToolOutcome], in_tools: dict, guarded) -> None:
+        r, serial, outcome = done
+        if r.phase is not Phase.TOOL or serial != r.calls_requested or id(r) not in in_tools:
+            return  # a late answer to a call that was given up on, or a run that ended
+        if outcome.fatal is not None:
+            raise outcome.fatal
+        del in_tools[id(r)]
+        guarded(r, lambda: r.on_tool_outcome(outcome), "handling the tool output")
 
-    def _close_session(self, state: _Live) -> None:
-        if state.session is not None:
-            try:
-                state.session.close()
-            except Exception:
-                pass
-            state.session = None
+    def _give_up(self, r: Rollout, in_tools: dict, guarded) -> None:
+        """A call got no answer in time: close its session (off this thread) and tell the model."""
+        del in_tools[id(r)]
+        session = r.take_session(final=False)
+        if session is not None:
+            threading.Thread(target=close_quietly, args=(session,), daemon=True).start()
+        seconds = self.config.tool_deadline
+        outcome = failed_call(r.call.text if r.call else "", f"no answer within {seconds:g} s", seconds,
+                              state_lost=session is not None)
+        guarded(r, lambda: r.on_tool_outcome(outcome), "handling the tool output")
 
-    def _finish(self, state: _Live, reason: str, finished: deque, error: str | None = None) -> None:
-        self._close_session(state)
-        result = Result(
-            problem=getattr(state.task, "problem", None),
-            seed=getattr(state.task, "seed", None),
-            trajectory=state.trajectory,
-            messages=state.messages,
-            tool_calls=state.tool_calls,
-            finish_reason=reason,
-            started_at=state.started_at,
-            finished_at=time.time(),
-            error=error,
-        )
-        finished.append((state.task, result))
+    def _cleanup(self, live: dict[str, Rollout], active: dict[int, Rollout]) -> None:
+        """Abort our requests and close every session; each step runs even when another one fails."""
+        try:
+            if live:
+                self.engine.abort(list(live))
+        except BaseException as exc:  # noqa: BLE001 - a dead engine must not keep sessions open
+            logger.warning("aborting %d request(s) failed: %s: %s", len(live), type(exc).__name__, exc)
+        for r in list(active.values()):
+            close_quietly(r.take_session(final=True))  # also stops a cell that is still running

@@ -6,8 +6,9 @@ token's log-probability (0.0 for prompt and tool tokens, and for sampled tokens 
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Iterator, Literal, Sequence, overload
 
 SegmentKind = Literal["prompt", "model", "tool"]
 
@@ -39,6 +40,13 @@ class Trajectory:
     logprobs: list[float] = field(default_factory=list)
     segments: list[Segment] = field(default_factory=list)
     prompt_len: int = 0
+    # running counts, so that reading them costs O(1) at any length (they follow ``segments``)
+    _num_model: int = field(default=0, init=False, repr=False, compare=False)
+    _num_tool: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._num_model = sum(len(s) for s in self.segments if s.kind == "model")
+        self._num_tool = sum(len(s) for s in self.segments if s.kind == "tool")
 
     @classmethod
     def from_prompt(cls, prompt_ids: list[int]) -> "Trajectory":
@@ -55,6 +63,10 @@ class Trajectory:
         self.loss_mask.extend([mask] * len(ids))
         self.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
         self.segments.append(Segment(kind, start, len(self.token_ids)))
+        if kind == "model":
+            self._num_model += len(ids)
+        elif kind == "tool":
+            self._num_tool += len(ids)
 
     def append_model(self, ids: list[int], logprobs: list[float] | None) -> None:
         """Append tokens the model sampled (loss mask 1)."""
@@ -69,11 +81,15 @@ class Trajectory:
 
     @property
     def num_model_tokens(self) -> int:
-        return sum(len(s) for s in self.segments if s.kind == "model")
+        return self._num_model
 
     @property
     def num_tool_tokens(self) -> int:
-        return sum(len(s) for s in self.segments if s.kind == "tool")
+        return self._num_tool
+
+    def snapshot(self) -> "TokenView":
+        """The token ids as they are now, without a copy (the list only grows, so the view never changes)."""
+        return TokenView(self.token_ids, len(self.token_ids))
 
     @property
     def prompt_ids(self) -> list[int]:
@@ -108,3 +124,51 @@ class Trajectory:
         segments = [Segment(kind, start, end) for kind, start, end in data["segments"]]
         return cls(list(data["token_ids"]), list(data["loss_mask"]), list(data["logprobs"]), segments,
                    int(data["prompt_len"]))
+
+
+class TokenView(Sequence[int]):
+    """A read-only view of the first ``length`` items of an append-only list: a request's prompt, no copy.
+
+    >>> ids = [1, 2, 3]; view = TokenView(ids, 2); ids.append(4)
+    >>> list(view), view == [1, 2], view[-1], len(view)
+    ([1, 2], True, 2, 2)
+    """
+
+    __slots__ = ("_items", "_length")
+
+    def __init__(self, items: list[int], length: int):
+        self._items = items
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> int: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[int]: ...
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self._items[slice(*index.indices(self._length))]
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError("token index out of range")
+        return self._items[index]
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(self._items, self._length)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, TokenView):
+            other = list(other)
+        if not isinstance(other, (list, tuple)):
+            return NotImplemented
+        return len(other) == self._length and self._items[: self._length] == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"TokenView({list(self)!r})"

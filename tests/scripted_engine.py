@@ -29,7 +29,9 @@ class _Running:
 
 
 class ScriptedEngine:
-    """Each request's completion is ``responder(prompt_ids, turn)`` (turn = calls so far); it takes ``len/tokens_per_step`` steps.
+    """Each request's completion is ``responder(prompt_ids, turn)`` (turn = calls so far).
+
+    A completion takes ``len/tokens_per_step`` steps.
 
     Completions are cut at ``max_tokens`` (finish ``length``) and at the first stop token (finish ``stop``),
     as vLLM does. ``submitted`` keeps every request for inspection.
@@ -46,9 +48,12 @@ class ScriptedEngine:
         self.steps = 0
 
     def submit(self, request: Request, sampling: Sampling) -> None:
-        turn = request.prompt_ids.count(200012)  # earlier requests of a trajectory all ended on <|call|>
+        if request.request_id in self.running:
+            raise ValueError(f"request id {request.request_id!r} is already running")
+        prompt = list(request.prompt_ids)
+        turn = prompt.count(200012)  # earlier requests of a trajectory all ended on <|call|>
         self.submitted.append(request)
-        tokens = list(self.responder(list(request.prompt_ids), turn))
+        tokens = list(self.responder(prompt, turn))
         steps = max(1, -(-len(tokens) // self.tokens_per_step))
         self.running[request.request_id] = _Running(request, tokens, steps)
 

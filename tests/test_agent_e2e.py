@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from harmony_agent import Agent, Task, VLLMEngine, solve
-from harmony_agent.encoding import CALL
+from harmony_agent.encoding import CALL, get_encoding
 from harmony_agent.testing import (
     AIME_SUFFIX,
     SCRIPTED_PROBLEMS,
@@ -128,3 +128,82 @@ def test_solve_with_the_users_own_llm(tiny_llm):
     assert r.answer == entry.answer and r.trajectory.token_ids[-1] == 200002
     rl = r.trajectory.to_rl()
     assert rl["response_ids"].count(CALL) == 1
+
+
+# -- issue 9 on the real engine: tool runtime failures are data, messages input ------------------------------------
+
+def _python_without_ipython(tmp_path):
+    """An interpreter whose `import IPython` fails, as in an environment without IPython installed: a script that
+    hides IPython, then runs the module it was asked to run (``python -s -m MODULE ARGS``)."""
+    import stat
+    import sys
+
+    wrapper = tmp_path / "python-without-ipython"
+    wrapper.write_text(f"""#!{sys.executable}
+import runpy, sys
+class NoIPython:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "IPython":
+            raise ModuleNotFoundError("No module named 'IPython'", name="IPython")
+sys.meta_path.insert(0, NoIPython())
+args = [a for a in sys.argv[1:] if a != "-s"]
+assert args[0] == "-m", args
+sys.argv = args[1:]
+runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+""")
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    return str(wrapper)
+
+
+def test_a_tool_runtime_that_cannot_start_fails_the_run_at_once(tiny_llm, tmp_path, monkeypatch):
+    import functools
+    import time
+
+    import tool_runtime
+    from harmony_agent.errors import ToolRuntimeError
+
+    monkeypatch.setattr(tool_runtime, "SessionPool",
+                        functools.partial(tool_runtime.SessionPool, python=_python_without_ipython(tmp_path)))
+    engine = VLLMEngine(tiny_llm)
+    start = time.monotonic()
+    with Agent(engine=engine, temperature=0.0, max_tokens=400) as agent:
+        with pytest.raises(ToolRuntimeError, match="No module named 'IPython'"):
+            agent.run([SCRIPTED_PROBLEMS[0].problem])
+    assert time.monotonic() - start < 60
+    assert not engine.has_unfinished()
+
+
+def test_a_session_that_cannot_open_is_a_runtime_error_record_and_the_run_goes_on(tiny_llm):
+    from tool_runtime import SessionPool
+
+    entry = SCRIPTED_PROBLEMS[0]
+    with SessionPool(max_sessions=1, open_timeout=0) as pool:
+        held = pool.open()  # the only slot is taken: every open() of the run fails at once
+        with Agent(llm=tiny_llm, session_pool=pool, temperature=0.0, max_tokens=400, max_tool_calls=2) as agent:
+            [[r]] = agent.run([entry.problem], seed=0)
+        held.close()
+    assert r.error is None and r.finish_reason in {"final", "length", "context", "max_tool_calls"}
+    assert r.tool_calls and r.tool_calls[0].code == entry.calls[0][0]
+    assert {c.status for c in r.tool_calls} == {"runtime_error"}
+    assert "all 1 sessions are in use" in r.tool_calls[0].error
+    tool_texts = [m.content[0].text for m in r.messages if m.author.role.value == "tool"]
+    assert tool_texts[0].startswith("Error: the python tool failed to run this call")
+
+
+def test_messages_input_on_the_real_engine(agent):
+    from openai_harmony import Message, Role
+
+    entry = SCRIPTED_PROBLEMS[0]
+    as_dicts = [{"role": "user", "content": entry.problem}]
+    as_harmony = [Message.from_role_and_content(Role.USER, entry.problem)]
+    results = agent.run([entry.problem, as_dicts, as_harmony], seed=0)
+    expected = [t for _, ids in transcript_segments(entry, agent.prompt) for t in ids]
+    for [r] in results:
+        assert r.finish_reason == "final" and r.answer == entry.answer
+        assert r.trajectory.token_ids == expected
+    history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"},
+               {"role": "assistant", "content": "Hi."}, {"role": "user", "content": entry.problem}]
+    [[r]] = agent.run([history], seed=0)
+    assert r.error is None and r.problem == history
+    text = get_encoding().decode(r.trajectory.prompt_ids)
+    assert "Be brief." in text and text.endswith(f"<|start|>user<|message|>{entry.problem}<|end|><|start|>assistant")

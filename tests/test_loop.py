@@ -4,12 +4,13 @@ from __future__ import annotations
 import pytest
 
 from harmony_agent import Agent, Task, Trajectory
-from harmony_agent.encoding import CALL, RETURN, get_encoding
+from harmony_agent.encoding import CALL, get_encoding
 from harmony_agent.prompt import render_prompt
 
 from .scripted_engine import InProcessPool, ScriptedEngine, toks
 
-CALL_2 = "<|channel|>analysis<|message|>Let me compute.<|end|><|start|>assistant<|channel|>analysis to=python code<|message|>print(pow(2, 100, 7))<|call|>"
+CALL_2 = ("<|channel|>analysis<|message|>Let me compute.<|end|><|start|>assistant"
+          "<|channel|>analysis to=python code<|message|>print(pow(2, 100, 7))<|call|>")
 FINAL_2 = "<|channel|>final<|message|>The answer is \\boxed{2}.<|return|>"
 
 
@@ -41,7 +42,8 @@ def test_call_runs_code_and_appends_tool_message_then_final():
     assert [s.kind for s in t.segments] == ["prompt", "model", "tool", "model"]
     assert t.prompt_len == len(prompt)
     assert len(t.token_ids) == len(t.loss_mask) == len(t.logprobs)
-    assert t.loss_mask == [0] * len(prompt) + [1] * len(toks(CALL_2)) + [0] * len(expected_tool) + [1] * len(toks(FINAL_2))
+    assert t.loss_mask == ([0] * len(prompt) + [1] * len(toks(CALL_2)) + [0] * len(expected_tool)
+                           + [1] * len(toks(FINAL_2)))
     # the second request is the first one's prompt + completion + tool tokens: append-only
     first, second = engine.submitted
     assert second.prompt_ids[: len(first.prompt_ids)] == first.prompt_ids
@@ -164,7 +166,8 @@ def test_truncated_completion_still_parses():
 
 
 def test_answer_falls_back_to_analysis_text_when_no_final_message():
-    text = "<|channel|>analysis<|message|>so \\boxed{7}<|end|><|start|>assistant<|channel|>commentary<|message|>done<|return|>"
+    text = ("<|channel|>analysis<|message|>so \\boxed{7}<|end|><|start|>assistant"
+            "<|channel|>commentary<|message|>done<|return|>")
     agent, _, _ = make_agent(by_turn(text))
     [[r]] = agent.run(["q"])
     assert r.final_text == "" and r.answer == "7"
@@ -249,7 +252,7 @@ def test_stopping_the_stream_stops_a_running_cell_at_once():
         time.sleep(0.5)  # the slow cell is running now
         start = time.monotonic()
         stream.close()
-        assert time.monotonic() - start < 5
+        assert time.monotonic() - start < 1.0
         assert pool.info["live_sessions"] == 0
 
 
@@ -278,3 +281,30 @@ def test_the_default_date_is_fixed_when_the_agent_is_created():
 
     agent, _, _ = make_agent(by_turn(FINAL_2), conversation_start_date=None)
     assert agent.prompt.conversation_start_date == datetime.date.today().isoformat()
+
+
+def test_stopping_the_stream_returns_at_once_while_another_call_waits_for_a_full_pool():
+    """A call blocked in pool.open() (every slot taken) must not hold up closing the stream."""
+    import time
+
+    from tool_runtime import SessionPool
+
+    sleepy = "<|channel|>analysis to=python code<|message|>import time; time.sleep(60)<|call|>"
+    long_final = "<|channel|>final<|message|>" + "y " * 300 + "<|return|>"
+
+    def respond(prompt_ids, turn):
+        return toks(long_final if "later" in get_encoding().decode(prompt_ids) else sleepy)
+
+    with SessionPool(max_sessions=1, timeout=60.0, open_timeout=60.0) as pool:
+        agent, _, _ = make_agent(respond, pool=pool, tool_timeout=60.0)
+        stream = agent.stream([Task("slow a"), Task("slow b"), Task("later")])
+        task, _ = next(stream)
+        assert task.problem == "later"
+        time.sleep(0.5)  # one cell sleeps in the only session, the other call waits for a slot
+        start = time.monotonic()
+        stream.close()
+        assert time.monotonic() - start < 1.0
+        deadline = time.monotonic() + 20
+        while pool.info["live_sessions"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pool.info["live_sessions"] == 0
