@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-MODULES = ["answer", "encoding", "prompt", "trajectory"]
+MODULES = ["agent", "answer", "config", "encoding", "parsing", "prompt", "tool_messages", "trajectory"]
 
 
 @pytest.mark.parametrize("name", MODULES)
