@@ -317,20 +317,24 @@ class TemplateHandle:
 
     # ----------------------------------------------------------------------------------------- stop
     def shutdown(self, timeout: float = 10.0) -> None:
-        """Ask the template to kill and reap every session and clean up; kill it if it is not done by `timeout`."""
+        """Ask the template to kill and reap every session and clean up; kill it if it is not done by `timeout`
+        or if the clean-up failed (its sessions die with it: they have a parent-death signal)."""
         if self.proc is None:
             return
         deadline = time.monotonic() + timeout
+        orderly = False
         if self.alive:
             try:
                 self.wait(self.submit({"op": "shutdown"}), deadline)
+                orderly = True
             except TemplateError as exc:
-                log.warning("template %s did not shut down in an orderly way: %s", self.pid, exc)
+                log.warning("template %s did not shut down in an orderly way (killed): %s", self.pid, exc)
         self._dead = True
-        try:
-            self.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log.warning("template %s still busy after %.1f s: killed (its sessions die with it)", self.pid, timeout)
+        if orderly:
+            try:
+                self.proc.wait(timeout=max(0.5, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("template %s did not exit after shutting down: killed", self.pid)
         self.kill()
 
     def kill(self) -> None:

@@ -34,8 +34,8 @@ __all__ = ["SessionPool", "PoolExhaustedError", "TemplateError"]
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_WAIT = 10.0   # close(): seconds the template gets to end its sessions and clean up before it is killed
-REMOVE_WAIT = 5.0      # close(): seconds to wait for the pool's directory to be removed (then it goes on alone)
+SHUTDOWN_WAIT = 5.0   # close(): seconds the template gets to end its sessions and clean up before it is killed
+REMOVE_WAIT = 2.0     # close(): seconds to wait for the pool's directory to be removed (then it goes on alone)
 
 
 class PoolExhaustedError(RuntimeError):
