@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tool_runtime import PoolExhaustedError, SessionClosedError, SessionPool
+from tool_runtime.launcher import TemplateBusyError
 from tool_runtime.pool import REMOVE_WAIT, SHUTDOWN_WAIT
 from tool_runtime.result import STATE_LOST
 from tool_runtime.timeouts import MAX_TIMEOUT
@@ -248,6 +249,32 @@ def test_busy_template_is_not_taken_for_dead(pool, witness):
     box["s"].close()
     crasher.close()
     assert pool.info["template_pid"] == template and pool.info["template_restarts"] == 0
+
+
+def test_open_gives_up_on_a_stuck_template_and_the_late_session_is_released():
+    fds_before = fd_count()
+    with SessionPool(max_sessions=4, timeout=5.0, preload=(), spare_sessions=1, ready_timeout=1.0) as p:
+        s = p.open()
+        s.run("v = 1")
+        template, root = p.info["template_pid"], p.info["workdir_root"]
+        workdirs = lambda: {d for d in os.listdir(root) if d.startswith("s")}  # noqa: E731 - one per session
+        assert settle(lambda: len(workdirs()) == 2)  # s and the spare
+        before = workdirs()
+        os.kill(template, signal.SIGSTOP)
+        try:
+            t = time.monotonic()
+            with pytest.raises(TemplateBusyError, match="did not answer"):
+                p.open()
+            assert time.monotonic() - t < 1.0 + SLACK
+            assert p.info["template_alive"] and s.run("v").output == "1\n"
+        finally:
+            os.kill(template, signal.SIGCONT)
+        # The template now hands over its spare, which nobody waits for any more, and forks a new spare; the
+        # pool has it released at once (process ended, work dir removed): two sessions again, not the same two.
+        assert settle(lambda: workdirs() != before and len(workdirs()) == 2), (before, workdirs())
+        assert p.info["live_sessions"] == 1 and p.info["template_restarts"] == 0
+        assert p.open().run("'works'").output == "'works'\n"
+    assert settle(lambda: fd_count() == fds_before)
 
 
 def test_slow_cleanup_of_a_closed_session_holds_up_no_neighbour(pool, witness):
