@@ -206,6 +206,15 @@ def test_partial_forged_frame_is_bounded_and_restarts(session):
     assert session.run("'after'").output == "'after'\n"
 
 
+def test_cell_closing_its_channel_is_a_crash_and_restarts(session):
+    r = session.run("import os, stat\nfor fd in map(int, os.listdir('/proc/self/fd')):\n    try:\n"
+                    "        if stat.S_ISSOCK(os.fstat(fd).st_mode): os.close(fd)\n    except OSError: pass\n"
+                    "import time; time.sleep(3600)", timeout=30)
+    assert (r.status, r.state_lost) == ("crashed", True)
+    assert "closed its channel" in r.output and r.seconds < 30
+    assert session.run("'fresh'").output == "'fresh'\n"
+
+
 def test_flood_of_stray_frames_while_cells_run(session):
     require_killable_cpu_limited_process(session)
     session.run(FORGE + "import threading, time\n"

@@ -256,6 +256,10 @@ class Session:
                  exc: BaseException) -> ExecResult:
         seconds = time.monotonic() - start
         self._check_not_closed()
+        # EOF: the process is ending (give it a moment, so that its exit status is the real cause), or a cell
+        # closed the channel and goes on running, which leaves the session unusable.
+        if protocol_error is None and not proc.wait_exit(min(deadline, time.monotonic() + EXIT_WAIT)):
+            protocol_error = "the session closed its channel"
         status = self._restart(proc, deadline, kill=protocol_error is not None)
         reason = texts.crash_reason(status, protocol_error=protocol_error)
         return ExecResult(texts.crashed(reason), "crashed", True, seconds)
@@ -272,8 +276,6 @@ class Session:
         if kill:
             self._pool._kill_proc(proc)
             proc.wait_exit(time.monotonic() + EXIT_WAIT)
-        else:  # it died on its own: give it a moment to be gone, so its exit status is the real cause
-            proc.wait_exit(min(deadline, time.monotonic() + EXIT_WAIT))
         status = self._pool._release_proc(proc, status_deadline=None if kill else deadline)
         if time.monotonic() < deadline:
             try:
