@@ -10,10 +10,12 @@ may pick it), the next `open` starts a new one; sessions of the old one are gone
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -26,8 +28,14 @@ from .config import GiB, RuntimeConfig
 from .launcher import TemplateError, TemplateHandle
 from .protocol import PeerClosed, ProtocolError
 from .session import Session, SessionClosedError, _Proc
+from .timeouts import check_timeout
 
 __all__ = ["SessionPool", "PoolExhaustedError", "TemplateError"]
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_WAIT = 5.0   # close(): seconds the template gets to end its sessions and clean up before it is killed
+REMOVE_WAIT = 2.0     # close(): seconds to wait for the pool's directory to be removed (then it goes on alone)
 
 
 class PoolExhaustedError(RuntimeError):
@@ -51,7 +59,35 @@ def _finalize(template: TemplateHandle, root: str) -> None:
     try:
         template.shutdown(timeout=5)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        _remove_dir(root, wait=REMOVE_WAIT)
+
+
+def _remove_dir(path: str, wait: float) -> None:
+    """Remove the pool's directory without ever raising and without blocking for longer than `wait` s.
+
+    What a cell left there is unbounded (100k directories take minutes; a 1500-deep tree makes a recursive
+    delete raise RecursionError), so the directory is first renamed away (it is gone at once for everybody)
+    and then deleted by `rm -rf --one-file-system` (iterative, never follows symlinks), which is left to
+    finish on its own if it takes longer than `wait`."""
+    if not os.path.lexists(path):
+        return
+    trash = f"{path}.removing"
+    try:
+        os.rename(path, trash)
+    except OSError:
+        trash = path
+    try:
+        rm = subprocess.Popen(["rm", "-rf", "--one-file-system", "--", trash], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError as exc:
+        log.warning("could not start rm for %s (%s); removing it in a thread", trash, exc)
+        threading.Thread(target=shutil.rmtree, args=(trash, True), daemon=True).start()
+        return
+    try:
+        rm.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        log.warning("removing %s takes longer than %.0f s; it goes on in the background (pid %d)", trash, wait, rm.pid)
+        threading.Thread(target=rm.wait, name="tool_runtime-rm", daemon=True).start()  # reaps it when done
 
 
 class SessionPool:
@@ -102,21 +138,21 @@ class SessionPool:
             raise RuntimeError("tool_runtime needs Linux (namespaces, pidfds, prctl)")
         if max_sessions < 1:
             raise ValueError("max_sessions must be >= 1")
-        if not timeout > 0 or interrupt_grace < 0:
-            raise ValueError("timeout must be > 0 and interrupt_grace >= 0")
         self.max_sessions = max_sessions
-        self.timeout = float(timeout)
+        self.timeout = check_timeout(timeout, "timeout")
         self.max_output_chars = int(max_output_chars)
-        self.interrupt_grace = float(interrupt_grace)
-        self.open_timeout = open_timeout
-        self.ready_timeout = ready_timeout
+        self.interrupt_grace = check_timeout(interrupt_grace, "interrupt_grace", zero_ok=True)
+        self.open_timeout = None if open_timeout is None else check_timeout(open_timeout, "open_timeout",
+                                                                            zero_ok=True)
+        self.ready_timeout = check_timeout(ready_timeout, "ready_timeout")
+        start_timeout = check_timeout(start_timeout, "start_timeout")
         self._root = tempfile.mkdtemp(prefix="tool_runtime-", dir=workdir_root)
         os.chmod(self._root, 0o711)  # sessions may enter their own dir below, but not list their neighbours
         kwargs: dict[str, Any] = dict(
             max_output_chars=self.max_output_chars, preload=tuple(preload), memory_limit=int(memory_limit),
             max_file_bytes=int(max_file_bytes), max_open_files=int(max_open_files), tmp_bytes=int(tmp_bytes),
-            max_processes=int(max_processes), cpu_seconds=int(cpu_seconds), network=bool(network), cgroups=bool(cgroups),
-            isolate_users=bool(isolate_users), uid_base=int(uid_base), nice=int(nice),
+            max_processes=int(max_processes), cpu_seconds=int(cpu_seconds), network=bool(network),
+            cgroups=bool(cgroups), isolate_users=bool(isolate_users), uid_base=int(uid_base), nice=int(nice),
             spare_sessions=int(spare_sessions),
             workdir_root=self._root, extra_env=dict(extra_env or {}))
         if warmup is not None:
@@ -165,34 +201,41 @@ class SessionPool:
         When `max_sessions` sessions are open, waits for one to close: up to `timeout` seconds (default: the
         pool's `open_timeout`; None waits forever, 0 does not wait), then raises PoolExhaustedError.
         """
-        self._check_open()
         wait = self.open_timeout if timeout is ... else timeout
-        got = self._slots.acquire() if wait is None else self._slots.acquire(timeout=max(0.0, wait))
+        if wait is not None:
+            wait = check_timeout(wait, "open(timeout=)", zero_ok=True)
+        self._check_open()
+        got = self._slots.acquire() if wait is None else self._slots.acquire(timeout=wait)
         if not got:
             raise PoolExhaustedError(
                 f"all {self.max_sessions} sessions are in use (waited {wait} s); close sessions or raise max_sessions")
         try:
             with self._lock:
                 self._check_open()
-            session = Session(self, self._spawn())
+            proc = self._spawn(time.monotonic() + self.ready_timeout)
         except BaseException:
             self._slots.release()
             raise
         with self._lock:
-            if self._closed:
-                session._closed = True
-                self._kill_proc(session._proc)
-                self._slots.release()
-                raise SessionClosedError("pool is closed")
-            self._sessions.add(session)
-        return session
+            if not self._closed:
+                session = Session(self, proc)
+                self._sessions.add(session)
+                return session
+        # The pool was closed while this session was being forked: end it and free everything it holds.
+        self._kill_proc(proc)
+        self._release_proc(proc)
+        self._slots.release()
+        raise SessionClosedError("pool is closed")
 
-    def _spawn(self) -> _Proc:
-        """Fork a session process from the template and wait until it reports ready."""
+    def _spawn(self, deadline: float) -> _Proc:
+        """Fork a session process from the template and wait until it reports ready, both by `deadline`.
+
+        A template that does not answer in time is busy (TemplateBusyError), not dead: only a template whose
+        process or control socket is gone is replaced."""
         for attempt in range(2):
             template = self._template
             try:
-                reply, fds = template.request({"op": "fork"})
+                reply, fds = template.wait(template.submit({"op": "fork"}), deadline)
             except TemplateError:
                 if attempt == 1 or template.alive:
                     raise
@@ -200,9 +243,9 @@ class SessionPool:
                 continue
             sock = socket.socket(fileno=fds[0])
             proc = _Proc(sock, fds[1], int(reply["pid"]), int(reply["uid"]), str(reply["workdir"]),
-                         self.max_output_chars)
+                         self.max_output_chars, template)
             try:
-                ready = proc.reader.read(time.monotonic() + self.ready_timeout)
+                ready = proc.reader.read(deadline)
             except (TimeoutError, PeerClosed, ProtocolError, OSError) as exc:
                 self._kill_proc(proc)
                 self._release_proc(proc)
@@ -212,7 +255,6 @@ class SessionPool:
                 self._release_proc(proc)
                 raise RuntimeError(f"session set-up failed: {ready.get('error', ready.get('op'))}")
             proc.facts = ready
-            proc.template = template  # type: ignore[attr-defined]
             return proc
         raise AssertionError("unreachable")
 
@@ -220,25 +262,30 @@ class SessionPool:
         if proc is None or proc.pidfd < 0:
             return
         proc.signal(signal.SIGKILL)
-        if not self._template.info.get("isolation", {}).get("pid_namespace"):
+        if not proc.template.info.get("isolation", {}).get("pid_namespace"):
             try:  # no PID namespace: also whatever the session forked into its process group
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
 
-    def _release_proc(self, proc: _Proc) -> dict[str, Any] | None:
-        """Reap the (killed or dead) process in the template, remove its files; how it ended, if known."""
+    def _release_proc(self, proc: _Proc, status_deadline: float | None = None) -> dict[str, Any] | None:
+        """Have the template reap the (killed or dead) process and remove its files; close our descriptors.
+
+        Without `status_deadline` this does not wait for the template (its clean-up may be slow); with it, it
+        waits until then for how the process ended (None when not known by then)."""
         if proc.released:
             return None
         proc.released = True
         status = None
-        template = getattr(proc, "template", self._template)
         try:
-            if template.alive:
-                reply, _ = template.request({"op": "release", "pid": proc.pid})
+            if status_deadline is None:
+                proc.template.release_nowait(proc.pid)
+            else:
+                reply, _ = proc.template.wait(proc.template.submit({"op": "release", "pid": proc.pid}),
+                                              status_deadline)
                 status = reply.get("status")
-        except TemplateError:
-            pass
+        except TemplateError as exc:
+            log.debug("release of session %s: %s", proc.pid, exc)
         proc.close_fds()
         return status
 
@@ -279,29 +326,42 @@ class SessionPool:
 
     # ----------------------------------------------------------------------------------------- close
     def close(self) -> None:
-        """Kill every session and the template, reap them, remove all working directories. Idempotent."""
+        """Kill every session and the template, reap them, remove all working directories. Idempotent.
+
+        Returns in bounded time (about SHUTDOWN_WAIT + REMOVE_WAIT s at worst) and never raises: a template
+        still busy cleaning up is killed, and a directory tree that takes long to delete is removed in the
+        background."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             sessions = list(self._sessions)
             self._sessions.clear()
+            for s in sessions:
+                s._closed = True
+        try:
+            self._close(sessions)
+        except Exception:  # close() must not fail; what is left dies with the template
+            log.exception("error while closing the session pool")
+        _live_pools.discard(self)
+
+    def _close(self, sessions: list[Session]) -> None:
         for s in sessions:
-            s._closed = True
             self._kill_proc(s._proc)
         for _ in sessions:  # wake threads waiting in open(); they see the pool closed
             self._slots.release()
-        self._template.shutdown()  # kills and reaps whatever is left, removes cgroups and work dirs
-        for s in sessions:
-            proc = s._proc
-            if proc is not None:
-                proc.released = True
-                proc.close_fds()
+        self._template.shutdown(timeout=SHUTDOWN_WAIT)  # kills and reaps the rest, removes cgroups and dirs
+        deadline = time.monotonic() + 2.0
+        for s in sessions:  # a run() in progress was woken by the kill and disposes of its process itself
+            if s._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                try:
+                    s._dispose()
+                finally:
+                    s._lock.release()
         if self._pool_executor is not None:
             self._pool_executor.shutdown(wait=False, cancel_futures=True)
         self._finalizer.detach()
-        shutil.rmtree(self._root, ignore_errors=True)
-        _live_pools.discard(self)
+        _remove_dir(self._root, wait=REMOVE_WAIT)
 
     def _forget_after_fork(self) -> None:
         self._closed = True

@@ -14,6 +14,8 @@ import struct
 import time
 from typing import Any
 
+from .timeouts import wait_fd
+
 HEADER = struct.Struct(">I")
 
 
@@ -53,6 +55,7 @@ class FrameReader:
         self.sock = sock
         self.max_bytes = max_bytes
         self._buf = bytearray()
+        self._eof = False
 
     def _need(self) -> int:
         if len(self._buf) < HEADER.size:
@@ -81,14 +84,12 @@ class FrameReader:
             if frame is not None:
                 return frame
             want = self._need()
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("no complete frame before the deadline")
-                poller = select.poll()  # not select(): it fails for fd numbers >= 1024
-                poller.register(self.sock, select.POLLIN)
-                if not poller.poll(remaining * 1000 + 1):
-                    raise TimeoutError("no complete frame before the deadline")
+            if self._eof:
+                raise PeerClosed("connection closed by peer")
+            # poll, not select(): select fails for fd numbers >= 1024
+            if deadline is not None and (time.monotonic() >= deadline
+                                         or not wait_fd(self.sock.fileno(), select.POLLIN, deadline)):
+                raise TimeoutError("no complete frame before the deadline")
             try:
                 chunk = self.sock.recv(min(want, 1 << 20))
             except (ConnectionResetError, BrokenPipeError) as exc:
@@ -96,5 +97,33 @@ class FrameReader:
             except BlockingIOError:
                 continue
             if not chunk:
+                self._eof = True
                 raise PeerClosed("connection closed by peer")
             self._buf += chunk
+
+    def pump(self, max_read: int = 1 << 20) -> list[dict[str, Any]]:
+        """Without blocking: read what has arrived (up to `max_read` bytes) and return the complete frames.
+
+        Raises PeerClosed once the peer has closed and no complete frame is left, ProtocolError on a bad frame.
+        """
+        got = 0
+        while got < max_read and not self._eof:
+            try:
+                want = max(self._need(), 1 << 16)  # _need() also rejects an oversized header at once
+                chunk = self.sock.recv(min(want, max_read - got), socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            except (ConnectionResetError, BrokenPipeError):
+                self._eof = True
+                break
+            if not chunk:
+                self._eof = True
+                break
+            got += len(chunk)
+            self._buf += chunk
+        frames = []
+        while (frame := self._complete()) is not None:
+            frames.append(frame)
+        if not frames and self._eof:
+            raise PeerClosed("connection closed by peer")
+        return frames
