@@ -99,19 +99,22 @@ def make_shell():
             if etype is UsageError:
                 self.show_usage_error(value)
                 return
-            if exception_only or isinstance(value, SystemExit):
-                text = tracebacks.format_exception_only(value)
+            if isinstance(value, SyntaxError):
+                self._show_syntax_error(value, filename, running_compiled_code)
+            elif exception_only or isinstance(value, SystemExit):
+                self._print_error(tracebacks.format_exception_only(value))
             else:
-                text = tracebacks.format_exception(value, hide)
-            self._print_error(text)
+                self._print_error(tracebacks.format_exception(value, hide))
 
         def showsyntaxerror(self, filename=None, running_compiled_code=False):
             _, value, _ = sys.exc_info()
-            if value is None:
-                return
-            if filename and isinstance(value, SyntaxError):
+            if value is not None:
+                self._show_syntax_error(value, filename, running_compiled_code)
+
+        def _show_syntax_error(self, value, filename, running_compiled_code: bool) -> None:
+            if filename:
                 value.filename = filename
-            if running_compiled_code:
+            if running_compiled_code:  # raised by running code (eval, sympify): with its frames
                 self._print_error(tracebacks.format_exception(value, hide))
             else:  # the cell did not compile: no frames, only where and what
                 self._print_error("".join(tracebacks.exception_lines(value)))
