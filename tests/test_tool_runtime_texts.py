@@ -329,3 +329,19 @@ def test_print_stays_cheap(session):
     ratio); here only a loose bound, as timings vary with load."""
     r = session.run("for i in range(10**5): print(i)", timeout=30)
     assert r.status == "ok" and r.seconds < 10
+
+
+@pytest.mark.parametrize("code", [c[1] for c in CORPUS] + [
+    "\n\n  \nx = 1", "# comment\nx = 1", "  # indented comment\nx = 1", "x = 1\n", "...", "a = 5 % 3\nb = a != 2",
+    "s = '''\n%magic\n!shell\n'''", "x = (1\n     % 2)", "%time 1", "!echo hi", "x?", "x = %who", ">>> 1 + 1",
+    "In [1]: 1", "\tx = 1", "x = 1\r\ny = 2", "x = 1\x0cy = 2", "print('\u2028')", "from __future__ import annotations",
+    "await f()", "", "   ", "\n"])
+def test_plain_python_cells_skip_ipythons_transforms_with_the_same_result(code):
+    """The shortcut for plain Python cells gives exactly IPython's transformed cell (its hash names the cell in
+    warnings; its lines number tracebacks), or declines."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    from tool_runtime.child import plain_python_cell
+    fast = plain_python_cell(code)
+    if fast is not None:
+        assert fast == TransformerManager().transform_cell(code)

@@ -8,9 +8,11 @@ here trusts the cells it runs: the parent treats every frame it gets back as unt
 """
 from __future__ import annotations
 
+import ast
 import gc
 import os
 import random
+import re
 import signal
 import socket
 import sys
@@ -82,6 +84,12 @@ def make_shell():
         def ask_exit(self) -> None:
             pass  # exit()/quit() do nothing: the session keeps running, as in the seed's sandbox
 
+        def transform_cell(self, raw_cell: str) -> str:
+            # IPython's input transformations run its tokenizer over every cell; in a fresh session that first
+            # run copies about 0.9 MiB of the template's pages. Plain Python needs none of them.
+            cell = plain_python_cell(raw_cell, self.compile.flags)
+            return super().transform_cell(raw_cell) if cell is None else cell
+
         @contextlib.contextmanager
         def _tee(self, channel):
             # IPython 9 wraps sys.stdout.write to keep a copy of everything printed until the session ends:
@@ -136,7 +144,38 @@ def make_shell():
     cfg.InteractiveShell.xmode = "Plain"
     cfg.InteractiveShell.cache_size = 0
     cfg.InteractiveShell.autoindent = False
-    return SessionShell.instance(config=cfg)
+    shell = SessionShell.instance(config=cfg)
+    # Only the plain-text form of an echoed value is read, as in the seed's terminal shell: no LaTeX of sympy
+    # results or HTML of DataFrames is computed and thrown away.
+    shell.display_formatter.active_types = ["text/plain"]
+    return shell
+
+
+# Lines IPython would strip as pasted prompts (`>>> `, `In [1]: `, `...: `), even where they parse as Python.
+_PROMPT_LINE = re.compile(r"^(\s*>>>|((\[nav\]|\[ins\])? )?In \[\d+\]: |\s*\.{3,}:)", re.MULTILINE)
+
+
+def plain_python_cell(raw_cell: str, flags: int = 0) -> str | None:
+    """The cell exactly as IPython's input transformations would return it, when they would only drop leading
+    blank lines and add a final newline: the cell compiles as plain Python, its first line is not indented and
+    no line looks like a pasted prompt (so there are no magics, shell escapes, help syntax or prompts to
+    strip). None otherwise."""
+    if _PROMPT_LINE.search(raw_cell):
+        return None
+    lines = raw_cell.splitlines(keepends=True)
+    first = 0
+    while first < len(lines) and lines[first].isspace():
+        first += 1
+    if first == len(lines) or lines[first][:1].isspace():
+        return None
+    cell = "".join(lines[first:])
+    if not cell.endswith("\n"):
+        cell += "\n"
+    try:
+        compile(cell, "<cell>", "exec", flags=ast.PyCF_ONLY_AST | flags, dont_inherit=True)
+    except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError):
+        return None
+    return cell
 
 
 def warm_up(shell, code: str, error_code: str) -> str:
