@@ -9,6 +9,7 @@ costs about what it costs in a plain interpreter writing to a pipe.
 """
 from __future__ import annotations
 
+import _thread
 import codecs
 import io
 import os
@@ -16,6 +17,9 @@ import re
 import select
 import signal
 import threading
+
+# Looked up once in the template: a session then does no codec-registry lookup of its own.
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 
 # CSI sequences (colours, cursor moves), OSC sequences (titles, hyperlinks), and lone two-byte escapes.
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
@@ -41,7 +45,7 @@ class _BinaryView(io.RawIOBase):
 
     def __init__(self, owner: "BoundedWriter"):
         self._owner = owner
-        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._decoder = _Utf8Decoder("replace")
 
     def writable(self) -> bool:
         return True
@@ -207,12 +211,13 @@ class FdCapture:
         self._stashed = 0
         self._stash_limit = stash_limit
         self._stash_dropped = 0   # 1: whitespace only was dropped, 2: text was dropped
-        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._thread = threading.Thread(target=self._pump, name="tool_runtime-fd-capture", daemon=True)
+        self._decoder = _Utf8Decoder("replace")
         self._in_child = False
 
     def start(self) -> None:
-        self._thread.start()
+        # A bare thread (no threading.Thread object): it runs until the session's process ends, nothing joins
+        # it, and starting it this way copies fewer of the template's pages into the session.
+        _thread.start_new_thread(self._pump, ())
 
     def pending(self) -> bool:
         """Whether anything waits to be moved into the writer (cheap: no read)."""
