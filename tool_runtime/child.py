@@ -67,7 +67,7 @@ def make_shell():
             text = format_dict["text/plain"]
             if "\n" in text:
                 text = "\n" + text
-            runner = self.shell.runner
+            runner = getattr(self.shell, "runner", None)
             if runner is not None and not runner.writer.at_line_start():
                 text = OUT_PROMPT + text
             elif not text.startswith("\n"):
@@ -86,7 +86,7 @@ def make_shell():
 
         def transform_cell(self, raw_cell: str) -> str:
             # IPython's input transformations run its tokenizer over every cell; in a fresh session that first
-            # run copies about 0.9 MiB of the template's pages. Plain Python needs none of them.
+            # run copies about 0.6 MiB of the template's pages. Plain Python needs none of them.
             cell = plain_python_cell(raw_cell, self.compile.flags)
             return super().transform_cell(raw_cell) if cell is None else cell
 

@@ -250,7 +250,7 @@ class FdCapture:
 
     def _read_available(self) -> tuple[list[bytes], bool]:
         """Everything readable now, and False once every write end is closed."""
-        out = []
+        out: list[bytes] = []
         while True:
             try:
                 data = os.read(self._r, 65536)

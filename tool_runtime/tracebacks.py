@@ -137,7 +137,7 @@ def exception_lines(exc: BaseException) -> list[str]:
     if isinstance(exc, SyntaxError):
         filename = exc.filename or "<string>"
         lineno = exc.lineno or None
-        textline = linecache.getline(filename, lineno) if lineno else ""
+        textline: str | None = linecache.getline(filename, lineno) if lineno else ""
         if not filename.startswith(CELL_FILE_PREFIX):
             out.append(f"  File {filename}\n" if lineno is None else f"  File {filename}:{lineno}\n")
         if textline == "":
