@@ -275,6 +275,12 @@ def test_crash_is_said(session):
                         "restarted: all variables, imports and files of the previous session are gone.]\n")
 
 
+def test_stdin_is_at_end_of_file(session):
+    code = ("import sys\nprint(repr(sys.stdin.read()), sys.stdin.readline() == '', sys.stdin.readlines(), "
+            "sys.stdin.buffer.read(), list(sys.stdin))\nsys.stdin.close()\nprint(repr(sys.stdin.read()))")
+    assert session.run(code).output == "'' True [] b'' []\n''\n"
+
+
 def test_long_stderr_is_cut_like_stdout(session):
     r = session.run("import sys\nsys.stderr.write('e' * 3000)")
     assert r.output == "e" * 1000 + CUT_MARKER

@@ -290,9 +290,37 @@ class FdCapture:
         self._in_child = True
 
 
+class _EmptyBinary(io.RawIOBase):
+    """sys.stdin.buffer: always at end of file; closing it does nothing."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        return 0
+
+    def fileno(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
 class NoStdin(io.TextIOBase):
     """sys.stdin of a session: at end of file, as /dev/null is (and as it was in the seed's sandbox), so
     `input()` raises `EOFError: EOF when reading a line` at once instead of hanging."""
+
+    encoding = "utf-8"
+    errors = "strict"
+    name = "<stdin>"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._buffer = _EmptyBinary()
+
+    @property
+    def buffer(self):  # type: ignore[override]
+        return self._buffer
 
     def readable(self) -> bool:
         return True
