@@ -190,10 +190,10 @@ class FdCapture:
     """Routes fds 1 and 2 into a pipe and moves what arrives there into a BoundedWriter, in order.
 
     The cell's thread takes what is in the pipe before each Python-level write (`pending()` is one poll(0)),
-    so the output of `os.system("echo b")` between two prints keeps its place. A daemon thread keeps the pipe
-    from filling up while the cell waits for a subprocess: it only stashes the bytes (at most `stash_limit`;
-    beyond that it notes that something was dropped), and the cell's thread moves them into the writer, so the
-    writer is only ever touched by one thread.
+    so the output of `os.system("echo b")` between two prints keeps its place. A background thread keeps the
+    pipe from filling up while the cell waits for a subprocess: it only stashes the bytes (at most
+    `stash_limit`; beyond that it notes that something was dropped) and never touches the writer; a thread
+    that writes moves them into the writer, under the same lock, so nothing is reordered or decoded twice.
     """
 
     def __init__(self, stash_limit: int = 1 << 20) -> None:
@@ -227,17 +227,17 @@ class FdCapture:
         """Move everything that arrived so far into the writer (cell thread only)."""
         if self._in_child:
             return
-        with self._lock:
+        with self._lock:  # also orders threads of a cell that print while output of a subprocess arrives
             stash, dropped = self._stash, self._stash_dropped
             self._stash, self._stashed, self._stash_dropped = [], 0, 0
             chunks = stash + self._read_available()[0]
-        writer = self.writer
-        if writer is None:
-            return
-        for chunk in chunks:
-            writer._append(self._decoder.decode(chunk))
-        if dropped:
-            writer._drop(text=dropped == 2)
+            writer = self.writer
+            if writer is None:
+                return
+            for chunk in chunks:
+                writer._append(self._decoder.decode(chunk))
+            if dropped:
+                writer._drop(text=dropped == 2)
 
     def discard(self) -> None:
         """Forget what arrived between cells."""
