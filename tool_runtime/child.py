@@ -179,22 +179,24 @@ def plain_python_cell(raw_cell: str, flags: int = 0) -> str | None:
 
 
 def warm_up(shell, code: str, error_code: str) -> str:
-    """Run the warm-up cells with output captured, then forget everything they defined."""
-    import io
+    """Run the warm-up cells the way sessions run cells (CellRunner, bounded writer, echo and error texts), so
+    that code is specialized once in the template; then forget everything they defined."""
     before = set(shell.user_ns)
-    buf = io.StringIO()
-    saved = sys.stdout, sys.stderr
-    sys.stdout = sys.stderr = buf
+    saved = sys.stdout, sys.stderr, sys.stdin, signal.getsignal(signal.SIGINT)
+    runner = CellRunner(shell, BoundedWriter(1000))
+    outputs = []
     try:
-        shell.run_cell(code)
-        shell.run_cell(error_code)
+        outputs.append(runner.run(code)["output"])
+        outputs.append(runner.run(error_code)["output"])
     finally:
-        sys.stdout, sys.stderr = saved
+        sys.stdout, sys.stderr, sys.stdin = saved[:3]
+        signal.signal(signal.SIGINT, saved[3])
+        shell.runner = None
     for name in set(shell.user_ns) - before:
         del shell.user_ns[name]
     forget_outputs(shell)
     shell.execution_count = 1
-    return buf.getvalue()
+    return "".join(outputs)
 
 
 def forget_outputs(shell) -> None:
