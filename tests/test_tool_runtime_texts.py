@@ -352,3 +352,13 @@ def test_plain_python_cells_skip_ipythons_transforms_with_the_same_result(code):
     fast = plain_python_cell(code)
     if fast is not None:
         assert fast == TransformerManager().transform_cell(code)
+
+
+def test_default_grace_is_the_seeds_half_second():
+    """A cell that ignores the interrupt is killed 0.5 s after its timeout by default (NeMo-Skills: 0.5 s)."""
+    with SessionPool(max_sessions=1, preload=(), spare_sessions=0) as p:
+        assert p.interrupt_grace == 0.5
+        with p.open() as s:
+            r = s.run("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True: pass", timeout=0.5)
+            assert (r.status, r.state_lost) == ("timeout", True)
+            assert 1.0 <= r.seconds < 2.0  # timeout + grace, measured when the kill was decided
