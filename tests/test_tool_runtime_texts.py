@@ -362,3 +362,11 @@ def test_default_grace_is_the_seeds_half_second():
             r = s.run("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True: pass", timeout=0.5)
             assert (r.status, r.state_lost) == ("timeout", True)
             assert 1.0 <= r.seconds < 2.0  # timeout + grace, measured when the kill was decided
+
+
+def test_odd_exception_objects_still_give_a_text(session):
+    r = session.run("raise SyntaxError('x', ('f', 'a', 'b', 'c'))")  # fields of the wrong types
+    assert (r.status, r.output) == ("error", "SyntaxError: x (f)\n")
+    r = session.run("class E(Exception):\n    def __str__(self): raise RuntimeError('no')\nraise E()")
+    assert r.output == TB + "    raise E()\nE: <unprintable E object>\n"
+    assert session.run("1 + 1").output == "2\n"

@@ -110,9 +110,9 @@ def make_shell():
             if isinstance(value, SyntaxError):
                 self._show_syntax_error(value, filename, running_compiled_code)
             elif exception_only or isinstance(value, SystemExit):
-                self._print_error(tracebacks.format_exception_only(value))
+                self._print_error(value, tracebacks.format_exception_only)
             else:
-                self._print_error(tracebacks.format_exception(value, hide))
+                self._print_error(value, lambda v: tracebacks.format_exception(v, hide))
 
         def showsyntaxerror(self, filename=None, running_compiled_code=False):
             _, value, _ = sys.exc_info()
@@ -123,14 +123,18 @@ def make_shell():
             if filename:
                 value.filename = filename
             if running_compiled_code:  # raised by running code (eval, sympify): with its frames
-                self._print_error(tracebacks.format_exception(value, hide))
+                self._print_error(value, lambda v: tracebacks.format_exception(v, hide))
             else:  # the cell did not compile: no frames, only where and what
-                self._print_error("".join(tracebacks.exception_lines(value)))
+                self._print_error(value, lambda v: "".join(tracebacks.exception_lines(v)))
 
         def showindentationerror(self):
             self.showsyntaxerror()
 
-        def _print_error(self, text: str) -> None:
+        def _print_error(self, value: BaseException, formatter) -> None:
+            try:
+                text = formatter(value)
+            except Exception:  # noqa: BLE001 - an odd exception object (e.g. a SyntaxError with bad fields)
+                text = f"{type(value).__name__}: {tracebacks.safe_str(value)}"
             self.showing_traceback = True
             try:
                 print(text)

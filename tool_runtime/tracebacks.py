@@ -151,7 +151,7 @@ def exception_lines(exc: BaseException) -> list[str]:
     try:
         message = exc.msg  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - most exceptions have no .msg
-        message = _safe_str(exc)
+        message = safe_str(exc)
     out.append(f"{name}: {message}\n" if message else f"{name}\n")
     notes = getattr(exc, "__notes__", None)
     if isinstance(notes, (list, tuple)):
@@ -159,7 +159,7 @@ def exception_lines(exc: BaseException) -> list[str]:
     return out
 
 
-def _safe_str(exc: BaseException) -> str:
+def safe_str(exc: BaseException) -> str:
     try:
         return str(exc)
     except Exception:  # noqa: BLE001 - a broken __str__ must not break the error report
