@@ -1,13 +1,19 @@
 """Benchmark of tool_runtime against a fresh Jupyter kernel per session (the baseline it replaces).
 
 Prints its figures, then one JSON line:
-  {"fork_p50_ms", "run_p50_ms", "pss_mib_per_session", "fresh_kernel_p50_ms", "speedup_vs_fresh_kernel"}
+  {"fork_p50_ms", "run_p50_ms", "pss_mib_per_session", "print_1e5_s", "print_vs_bare", "hard_kill_over_timeout_s",
+   "fresh_kernel_p50_ms", "speedup_vs_fresh_kernel"}
 
 fork_p50_ms       pool.open() latency in the default configuration (spare sessions), opens spaced like an agent
                   loop starting trajectories; cold (spare_sessions=0) and burst figures are printed as well
 run_p50_ms        session.run("print(x)") round trip
 pss_mib_per_session  PSS (smaps_rollup) of a session's processes (session + its PID-namespace reaper) after a
                   sympy cell, with 20 sessions open
+print_1e5_s       session.run() of a cell printing 10^5 lines (`for i in range(100000): print(i)`), wall time
+print_vs_bare     time per print inside that cell / time per print of a plain `python3` writing to a pipe (the same
+                  loop timed inside each process, median of 3 runs each; the seed's sandbox was about 1.0)
+hard_kill_over_timeout_s  how long after its timeout a cell that ignores SIGINT (SIG_IGN + busy loop, and a C-level
+                  `sum(range(10**13))`) returns, worst of both, restart included
 fresh_kernel_p50_ms  jupyter_client.start_new_kernel() until the kernel answers (without importing numpy/sympy,
                   which favours the baseline)
 """
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -82,6 +89,54 @@ def measure_pss(pool: SessionPool, cell: str, n: int = 20) -> tuple[float, float
     return statistics.mean(per_session), total / n
 
 
+PRINT_LOOP = ("import time as _t\n_start = _t.perf_counter()\nfor i in range({n}): print(i)\n"
+              "_loop_s = _t.perf_counter() - _start")
+
+
+def bench_print(pool: SessionPool, runs: int = 3) -> tuple[float, float, float]:
+    """(wall s of a cell printing 10^5 lines, per-print cost ratio session / bare python3 to a pipe, wall s of
+    10^6 lines)."""
+    session = pool.open()
+    walls, loops = [], []
+    for _ in range(runs):
+        t = time.perf_counter()
+        r = session.run(PRINT_LOOP.format(n=10**5), timeout=60)
+        walls.append(time.perf_counter() - t)
+        assert r.status == "ok", r.output
+        loops.append(float(session.run("_loop_s").output))
+    t = time.perf_counter()
+    r = session.run(PRINT_LOOP.format(n=10**6), timeout=60)
+    wall_1e6 = time.perf_counter() - t
+    assert r.status == "ok", r.output
+    session.close()
+    bare = []
+    for _ in range(runs):
+        code = PRINT_LOOP.format(n=10**5) + "\nimport sys\nsys.stderr.write(repr(_loop_s))"
+        done = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              check=True)
+        bare.append(float(done.stderr))
+    def runs_of(values: list[float]) -> str:
+        return f"{statistics.median(values):.3f} s (runs {', '.join(f'{x:.3f}' for x in values)})"
+
+    print(f"print loop of 10^5 lines: session {runs_of(loops)}, plain python3 to a pipe {runs_of(bare)}")
+    return statistics.median(walls), statistics.median(loops) / statistics.median(bare), wall_1e6
+
+
+def bench_hard_kill(pool: SessionPool, timeout: float = 1.0) -> float:
+    """Seconds past `timeout` until run() returns for cells that a SIGINT does not stop (worst of the two)."""
+    worst = 0.0
+    for cell in ("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True: pass",
+                 "sum(range(10**13))"):
+        with pool.open() as session:
+            t = time.perf_counter()
+            r = session.run(cell, timeout=timeout)
+            late = time.perf_counter() - t - timeout
+            assert (r.status, r.state_lost) == ("timeout", True), r
+            print(f"hard kill of {cell.splitlines()[-1]!r}: returned {late:.3f} s after the {timeout} s timeout")
+            worst = max(worst, late)
+    return worst
+
+
 def bench_open(pool: SessionPool, n: int, spacing: float) -> list[float]:
     times, sessions = [], []
     for _ in range(n):
@@ -123,6 +178,11 @@ def main() -> None:
     print(f"run('print(x)') round trip:                        {ms(runs)}")
     s.close()
 
+    print_1e5, print_ratio, print_1e6 = bench_print(pool)
+    print(f"cell printing 10^5 lines: {print_1e5:.3f} s; 10^6 lines: {print_1e6:.2f} s; per print vs plain python3: "
+          f"{print_ratio:.2f}x")
+    hard_kill = bench_hard_kill(pool)
+
     pss, amortized = measure_pss(pool, SYMPY_CELL)
     print(f"PSS per session after a sympy cell (20 open):     {pss:.1f} MiB (session + its reaper); "
           f"whole pool / 20: {amortized:.1f} MiB")
@@ -160,6 +220,9 @@ def main() -> None:
         "fork_p50_ms": round(fork_p50, 2),
         "run_p50_ms": round(statistics.median(runs) * 1000, 3),
         "pss_mib_per_session": round(pss, 2),
+        "print_1e5_s": round(print_1e5, 3),
+        "print_vs_bare": round(print_ratio, 2),
+        "hard_kill_over_timeout_s": round(hard_kill, 3),
         "fresh_kernel_p50_ms": round(kernel_p50, 1),
         "speedup_vs_fresh_kernel": round(kernel_p50 / fork_p50, 1),
     }))

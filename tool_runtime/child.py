@@ -8,9 +8,11 @@ here trusts the cells it runs: the parent treats every frame it gets back as unt
 """
 from __future__ import annotations
 
+import ast
 import gc
 import os
 import random
+import re
 import signal
 import socket
 import sys
@@ -19,11 +21,10 @@ import time
 import traceback
 from typing import Any, NoReturn
 
-from . import limits
+from . import limits, tracebacks
 from .config import RuntimeConfig
 from .output import BoundedWriter, FdCapture, NoStdin
 from .protocol import FrameReader, PeerClosed, ProtocolError, send_frame
-from .result import SYSTEM_EXIT_NOTE
 
 MAX_REQUEST_BYTES = 64 << 20   # code sent by the parent
 
@@ -35,38 +36,110 @@ def max_reply_bytes(max_output_chars: int) -> int:
 
 # --------------------------------------------------------------------------------------------- the shell
 
+OUT_PROMPT = "Out[1]: "  # the seed's output prompt (its cells never advanced the counter)
+
+
 def make_shell():
-    """The IPython shell every session inherits: no history (no sqlite thread), no colours, plain tracebacks,
-    no output cache (no "Out[n]:" prompt and no references kept to big results)."""
+    """The IPython shell every session inherits: no history (no sqlite thread), no colours, no output cache (no
+    references kept to big results), and the seed sandbox's texts for echoes and errors (tracebacks.py)."""
+    import contextlib
     import warnings
 
+    import IPython
+    from IPython.core.displayhook import DisplayHook
+    from IPython.core.error import UsageError
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
+    hide = (os.path.dirname(os.path.abspath(IPython.__file__)) + os.sep,)  # IPython's own run_code frame
+
+    class SessionDisplayHook(DisplayHook):
+        """Echo of a cell's last expression, as the seed's sandbox returned it: its terminal shell wrote
+        `Out[1]: ` and, for a multi-line value, a newline; the sandbox then removed the prompt at the start of
+        a line (with the whitespace after it), so the prompt shows only after output that did not end a line."""
+
+        def write_output_prompt(self) -> None:
+            pass
+
+        def write_format_data(self, format_dict, md_dict=None) -> None:
+            if "text/plain" not in format_dict:
+                return
+            text = format_dict["text/plain"]
+            if "\n" in text:
+                text = "\n" + text
+            runner = getattr(self.shell, "runner", None)
+            if runner is not None and not runner.writer.at_line_start():
+                text = OUT_PROMPT + text
+            elif not text.startswith("\n"):
+                text = text.lstrip()
+            print(text)
+
+        def log_output(self, format_dict) -> None:
+            pass  # IPython 9 would keep every echoed value in the history until the session ends
+
     class SessionShell(InteractiveShell):
         runner: "CellRunner | None" = None
+        displayhook_class = SessionDisplayHook
 
-        def ask_exit(self) -> None:  # exit()/quit(): noted after the cell, the session keeps running
-            self.exit_now = True
+        def ask_exit(self) -> None:
+            pass  # exit()/quit() do nothing: the session keeps running, as in the seed's sandbox
+
+        def transform_cell(self, raw_cell: str) -> str:
+            # IPython's input transformations run its tokenizer over every cell; in a fresh session that first
+            # run copies about 0.6 MiB of the template's pages. Plain Python needs none of them.
+            cell = plain_python_cell(raw_cell, self.compile.flags)
+            return super().transform_cell(raw_cell) if cell is None else cell
+
+        @contextlib.contextmanager
+        def _tee(self, channel):
+            # IPython 9 wraps sys.stdout.write to keep a copy of everything printed until the session ends:
+            # tens of microseconds per print and unbounded memory. Cell output is captured by the runner.
+            yield
 
         def showtraceback(self, exc_tuple=None, filename=None, tb_offset=None, exception_only=False,
                           running_compiled_code=False):
             etype, value, _ = exc_tuple if exc_tuple is not None else sys.exc_info()
+            if value is None:
+                return
             runner = self.runner
             if etype is KeyboardInterrupt and runner is not None and runner.interrupted:
-                return  # our own timeout interrupt: the parent writes the timeout message instead
-            if value is not None and value.__traceback__ is not None:
-                tb, omitted = _shorten(_without_runtime_frames(value.__traceback__))
-                value = value.with_traceback(tb)
-                exc_tuple = (etype, value, tb)
-                if omitted:
-                    print(f"[traceback shortened: {omitted} frames in the middle omitted]")
-            if etype is not None and issubclass(etype, SystemExit):
-                code = getattr(value, "code", None)
-                print("SystemExit" if code is None else f"SystemExit: {code}")
-                print(SYSTEM_EXIT_NOTE)
+                return  # our own timeout interrupt: the parent writes the timeout line instead
+            if etype is UsageError:
+                self.show_usage_error(value)
                 return
-            super().showtraceback(exc_tuple, filename, tb_offset, exception_only, running_compiled_code)
+            if isinstance(value, SyntaxError):
+                self._show_syntax_error(value, filename, running_compiled_code)
+            elif exception_only or isinstance(value, SystemExit):
+                self._print_error(value, tracebacks.format_exception_only)
+            else:
+                self._print_error(value, lambda v: tracebacks.format_exception(v, hide))
+
+        def showsyntaxerror(self, filename=None, running_compiled_code=False):
+            _, value, _ = sys.exc_info()
+            if value is not None:
+                self._show_syntax_error(value, filename, running_compiled_code)
+
+        def _show_syntax_error(self, value, filename, running_compiled_code: bool) -> None:
+            if filename:
+                value.filename = filename
+            if running_compiled_code:  # raised by running code (eval, sympify): with its frames
+                self._print_error(value, lambda v: tracebacks.format_exception(v, hide))
+            else:  # the cell did not compile: no frames, only where and what
+                self._print_error(value, lambda v: "".join(tracebacks.exception_lines(v)))
+
+        def showindentationerror(self):
+            self.showsyntaxerror()
+
+        def _print_error(self, value: BaseException, formatter) -> None:
+            try:
+                text = formatter(value)
+            except Exception:  # noqa: BLE001 - an odd exception object (e.g. a SyntaxError with bad fields)
+                text = f"{type(value).__name__}: {tracebacks.safe_str(value)}"
+            self.showing_traceback = True
+            try:
+                print(text)
+            finally:
+                self.showing_traceback = False
 
     warnings.filterwarnings("ignore", message="To exit: use")
     cfg = Config()
@@ -75,61 +148,70 @@ def make_shell():
     cfg.InteractiveShell.xmode = "Plain"
     cfg.InteractiveShell.cache_size = 0
     cfg.InteractiveShell.autoindent = False
-    return SessionShell.instance(config=cfg)
+    shell = SessionShell.instance(config=cfg)
+    # Only the plain-text form of an echoed value is read, as in the seed's terminal shell: no LaTeX of sympy
+    # results or HTML of DataFrames is computed and thrown away.
+    shell.display_formatter.active_types = ["text/plain"]
+    return shell
 
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# Lines IPython would strip as pasted prompts (`>>> `, `In [1]: `, `...: `), even where they parse as Python.
+_PROMPT_LINE = re.compile(r"^(\s*>>>|((\[nav\]|\[ins\])? )?In \[\d+\]: |\s*\.{3,}:)", re.MULTILINE)
 
 
-def _without_runtime_frames(tb):
-    """Drop this package's own frames (e.g. the stdin stub) from a traceback the model will read."""
-    nodes = []
-    node = tb
-    while node is not None:
-        nodes.append(node)
-        node = node.tb_next
-    kept = [n for n in nodes if not n.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR)]
-    if not kept or len(kept) == len(nodes):
-        return tb
-    # Relink only where needed: assigning tb_next walks the rest of the chain (cycle check).
-    for a, b in zip(kept, kept[1:] + [None]):
-        if a.tb_next is not b:
-            a.tb_next = b
-    return kept[0]
-
-
-def _shorten(tb, keep: int = 3, longest: int = 50):
-    """Keep the first and last `keep` frames of a very long traceback (deep recursion): formatting 100 000
-    frames takes IPython longer than any cell timeout, and the error line at the end must survive the
-    output limit."""
-    nodes = []
-    node = tb
-    while node is not None:
-        nodes.append(node)
-        node = node.tb_next
-    if len(nodes) <= longest:
-        return tb, 0
-    nodes[keep - 1].tb_next = nodes[-keep]
-    return tb, len(nodes) - 2 * keep
+def plain_python_cell(raw_cell: str, flags: int = 0) -> str | None:
+    """The cell exactly as IPython's input transformations would return it, when they would only drop leading
+    blank lines and add a final newline: the cell compiles as plain Python, its first line is not indented and
+    no line looks like a pasted prompt (so there are no magics, shell escapes, help syntax or prompts to
+    strip). None otherwise."""
+    if _PROMPT_LINE.search(raw_cell):
+        return None
+    lines = raw_cell.splitlines(keepends=True)
+    first = 0
+    while first < len(lines) and lines[first].isspace():
+        first += 1
+    if first == len(lines) or lines[first][:1].isspace():
+        return None
+    cell = "".join(lines[first:])
+    if not cell.endswith("\n"):
+        cell += "\n"
+    try:
+        compile(cell, "<cell>", "exec", flags=ast.PyCF_ONLY_AST | flags, dont_inherit=True)
+    except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError):
+        return None
+    return cell
 
 
 def warm_up(shell, code: str, error_code: str) -> str:
-    """Run the warm-up cells with output captured, then forget everything they defined."""
-    import io
+    """Run the warm-up cells the way sessions run cells (CellRunner, bounded writer, echo and error texts), so
+    that code is specialized once in the template; then forget everything they defined."""
     before = set(shell.user_ns)
-    buf = io.StringIO()
-    saved = sys.stdout, sys.stderr
-    sys.stdout = sys.stderr = buf
+    saved = sys.stdout, sys.stderr, sys.stdin, signal.getsignal(signal.SIGINT)
+    runner = CellRunner(shell, BoundedWriter(1000))
+    outputs = []
     try:
-        shell.run_cell(code, store_history=True)
-        shell.run_cell(error_code, store_history=True)
+        outputs.append(runner.run(code)["output"])
+        outputs.append(runner.run(error_code)["output"])
     finally:
-        sys.stdout, sys.stderr = saved
+        sys.stdout, sys.stderr, sys.stdin = saved[:3]
+        signal.signal(signal.SIGINT, saved[3])
+        shell.runner = None
     for name in set(shell.user_ns) - before:
         del shell.user_ns[name]
-    shell.history_manager.reset(new_session=False)
+    forget_outputs(shell)
     shell.execution_count = 1
-    return buf.getvalue()
+    return "".join(outputs)
+
+
+def forget_outputs(shell) -> None:
+    """Drop what IPython keeps of past cells (IPython 9 keeps outputs and errors per execution count)."""
+    history = shell.history_manager
+    if history is None:
+        return
+    for name in ("outputs", "exceptions", "output_hist", "output_hist_reprs"):
+        kept = getattr(history, name, None)
+        if isinstance(kept, dict):
+            kept.clear()
 
 
 # --------------------------------------------------------------------------------------------- one cell
@@ -166,7 +248,9 @@ class CellRunner:
         try:
             self.running = True
             try:
-                result = shell.run_cell(code, store_history=True)
+                # Without history, as in the seed's sandbox: every cell is `<ipython-input-1-...>` (file names
+                # in warnings match), and a trailing `;` does not silence the echo there either.
+                result = shell.run_cell(code)
             finally:
                 self.running = False
             err = result.error_before_exec or result.error_in_exec
@@ -184,12 +268,11 @@ class CellRunner:
             status = "error"
             self.writer.write(traceback.format_exc(limit=-3))
         seconds = time.perf_counter() - started
-        exit_requested = bool(shell.exit_now)
-        shell.exit_now = False
         text, cut = self.writer.end()
+        forget_outputs(shell)
         self._install()  # the cell may have replaced sys.stdout, sys.stdin or the SIGINT handler
         return {"op": "done", "output": text, "cut": cut, "status": status, "interrupted": self.interrupted,
-                "exit_requested": exit_requested, "seconds": seconds}
+                "seconds": seconds}
 
 
 # --------------------------------------------------------------------------------------------- the process

@@ -124,7 +124,7 @@ class SessionPool:
     """
 
     def __init__(self, max_sessions: int = 256, timeout: float = 10.0, max_output_chars: int = 1000, *,
-                 interrupt_grace: float = 2.0, open_timeout: float | None = 60.0,
+                 interrupt_grace: float = 0.5, open_timeout: float | None = 60.0,
                  memory_limit: int = 4 * GiB, max_file_bytes: int = 1 * GiB, max_open_files: int = 1024,
                  tmp_bytes: int = 1 * GiB,
                  max_processes: int = 64, cpu_seconds: int = 3600,

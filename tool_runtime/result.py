@@ -1,4 +1,9 @@
-"""ExecResult, and every text the model reads that the runtime itself writes (one place, documented verbatim)."""
+"""ExecResult, and every text the model reads that the runtime itself writes (one place, documented verbatim).
+
+The cell's own output is what the seed's sandbox (NeMo-Skills) returned for it: nothing for no output, one
+trailing newline otherwise, `<output cut>` after `max_output_chars` characters. The runtime adds text only where
+the model would otherwise be misled: the timeout line, and a note when the session's state was lost.
+"""
 from __future__ import annotations
 
 import signal
@@ -7,20 +12,17 @@ from typing import Literal
 
 Status = Literal["ok", "error", "timeout", "crashed"]
 
-NO_OUTPUT = "[no output]"
 CUT_MARKER = "<output cut>"
-STATE_KEPT = "[The cell was interrupted; the session's variables are kept.]"
 STATE_LOST = ("[The Python session was restarted: all variables, imports and files of the previous session "
               "are gone.]")
-EXIT_NOTE = "[exit() does not end this session: the session keeps running and its variables are kept.]"
-SYSTEM_EXIT_NOTE = "[sys.exit() does not end this session: the cell stopped here and variables are kept.]"
 
 
 @dataclass(frozen=True)
 class ExecResult:
     """What one cell produced.
 
-    output:     exactly the text the model reads (never empty; see docs/tool_runtime.md for every case)
+    output:     exactly the text the model reads ("" when the cell printed nothing; docs/tool_runtime.md lists
+                every case)
     status:     "ok" | "error" (the cell raised) | "timeout" | "crashed" (the session process died)
     state_lost: True when the session had to be restarted, so earlier variables are gone
     seconds:    wall time of this cell in its session (no queueing, no restart time)
@@ -39,6 +41,22 @@ def format_seconds(t: float) -> str:
 
 def timed_out(t: float) -> str:
     return f"Execution timed out after {format_seconds(t)} seconds"
+
+
+def cell_text(output: str, cut: bool) -> str:
+    """The cell's own output (already finished by the session) with the cut marker where it was cut."""
+    return output + CUT_MARKER if cut else output
+
+
+def timeout_kept(output: str, t: float) -> str:
+    """A cell stopped by the interrupt, state kept: its output so far, then the seed's timeout line (right
+    after the cut marker when the output was cut, as the seed's sandbox wrote it)."""
+    return f"{output}{timed_out(t)}\n"
+
+
+def timeout_lost(t: float) -> str:
+    """A cell that ignored the interrupt: the session was killed and restarted; its output is gone."""
+    return f"{timed_out(t)}\n{STATE_LOST}\n"
 
 
 def signal_name(num: int) -> str:
@@ -65,16 +83,4 @@ def crash_reason(exit_status: dict | None, *, protocol_error: str | None = None)
 
 
 def crashed(reason: str) -> str:
-    return f"[The Python session crashed ({reason}).]\n{STATE_LOST}"
-
-
-def join(*parts: str) -> str:
-    """Join non-empty parts, each starting on its own line."""
-    out = ""
-    for p in parts:
-        if not p:
-            continue
-        if out and not out.endswith("\n"):
-            out += "\n"
-        out += p
-    return out
+    return f"[The Python session crashed ({reason}).]\n{STATE_LOST}\n"

@@ -227,30 +227,27 @@ class Session:
         if reply is not None:
             if not reply.get("interrupted"):
                 return self._finish(reply, seconds)  # it finished on its own just as the limit passed
-            output = self._cell_text(reply)
-            text = texts.join(output, texts.timed_out(limit), texts.STATE_KEPT)
-            return ExecResult(text, "timeout", False, seconds)
+            return ExecResult(texts.timeout_kept(self._cell_text(reply), limit), "timeout", False, seconds)
         # ... or, when the cell does not stop or the session does not read its channel, kill the session; a
         # fresh one is forked (now if the template has one ready, else by the next call): state lost.
         if not call.sent:
             log.warning("session %s did not read its channel for %.1f s: killed", proc.session_pid, seconds)
         self._check_not_closed()
         self._restart(proc, hard_deadline, kill=True)
-        return ExecResult(texts.join(texts.timed_out(limit), texts.STATE_LOST), "timeout", True, seconds)
+        return ExecResult(texts.timeout_lost(limit), "timeout", True, seconds)
 
     def _cell_text(self, reply: dict[str, Any]) -> str:
-        """The cell's own output from an untrusted reply: a string, cut to the limit, plus any exit() note."""
+        """The cell's own output from an untrusted reply: a valid string, cut to the limit with the marker."""
         limit = self._pool.max_output_chars
         output = reply.get("output")
         output = output if isinstance(output, str) else ""
         output = output.encode("utf-8", "replace").decode("utf-8")
-        if reply.get("cut") is True or len(output) > limit:
-            output = output[:limit] + texts.CUT_MARKER
-        return texts.join(output, texts.EXIT_NOTE if reply.get("exit_requested") is True else "")
+        cut = reply.get("cut") is True or len(output) > limit
+        return texts.cell_text(output[:limit], cut)
 
     def _finish(self, reply: dict[str, Any], seconds: float) -> ExecResult:
         status = reply.get("status") if reply.get("status") in ("ok", "error") else "error"
-        return ExecResult(self._cell_text(reply) or texts.NO_OUTPUT, status, False, seconds)
+        return ExecResult(self._cell_text(reply), status, False, seconds)
 
     def _crashed(self, proc: _Proc, start: float, deadline: float, protocol_error: str | None,
                  exc: BaseException) -> ExecResult:
