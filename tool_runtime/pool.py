@@ -66,8 +66,10 @@ class SessionPool:
                       of its memory cgroup when one is available
     max_file_bytes    largest file a session may write (RLIMIT_FSIZE)
     max_open_files    RLIMIT_NOFILE
-    tmp_bytes         size cap of the pool's private /tmp, /var/tmp and /dev/shm (tmpfs, shared by its sessions,
-                      removed with the pool; needs a mount namespace, i.e. root)
+    tmp_bytes         size cap of a session's own tmpfs: its work dir (= HOME), /tmp, /var/tmp and /dev/shm
+                      together (memory-backed; gone with the session; needs a mount namespace)
+    tmp_inodes        files + directories in that tmpfs
+    seccomp           load a syscall filter in every session (keyring, io_uring, namespaces, mount, ptrace, ...)
     max_processes     processes + threads per session (pids cgroup; RLIMIT_NPROC under a per-session uid)
     cpu_seconds       RLIMIT_CPU backstop per session process
     preload           modules imported once in the template and shared by all sessions
@@ -90,7 +92,7 @@ class SessionPool:
     def __init__(self, max_sessions: int = 256, timeout: float = 10.0, max_output_chars: int = 1000, *,
                  interrupt_grace: float = 2.0, open_timeout: float | None = 60.0,
                  memory_limit: int = 4 * GiB, max_file_bytes: int = 1 * GiB, max_open_files: int = 1024,
-                 tmp_bytes: int = 1 * GiB,
+                 tmp_bytes: int = 1 * GiB, tmp_inodes: int = 65536, seccomp: bool = True,
                  max_processes: int = 64, cpu_seconds: int = 3600,
                  preload: Iterable[str] = ("numpy", "sympy"), network: bool = False, cgroups: bool = True,
                  isolate_users: bool = True, uid_base: int = 2_000_000_000, nice: int = 0,
@@ -115,6 +117,7 @@ class SessionPool:
         kwargs: dict[str, Any] = dict(
             max_output_chars=self.max_output_chars, preload=tuple(preload), memory_limit=int(memory_limit),
             max_file_bytes=int(max_file_bytes), max_open_files=int(max_open_files), tmp_bytes=int(tmp_bytes),
+            tmp_inodes=int(tmp_inodes), seccomp=bool(seccomp),
             max_processes=int(max_processes), cpu_seconds=int(cpu_seconds), network=bool(network), cgroups=bool(cgroups),
             isolate_users=bool(isolate_users), uid_base=int(uid_base), nice=int(nice),
             spare_sessions=int(spare_sessions),

@@ -26,20 +26,22 @@ import importlib
 import os
 import secrets
 import select
-import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 import traceback
 from typing import Any
 
-from . import limits
+from . import fsview, limits, seccomp
 from .child import make_shell, session_entry, warm_up
 from .config import RuntimeConfig
 from .protocol import FrameReader, PeerClosed, ProtocolError, encode, send_frame
 
 CTL_MAX_BYTES = 1 << 20
+RELEASE_WAIT = 0.5  # seconds `release` waits for a killed session to be reaped before answering
+_LAUNCHER_PATH: str | None = None  # set by main: the PYTHONPATH entry that only served to find this package
 
 
 def _exit_status(status: int, via_reaper: bool) -> dict[str, Any]:
@@ -69,6 +71,9 @@ class Template:
         self.info: dict[str, Any] = {}
         self.spares: collections.deque[dict[str, Any]] = collections.deque()
         self.root_parent_fd: int | None = None
+        self.seccomp_filter: Any = None
+        self.dying: dict[int, dict[str, Any]] = {}      # released, killed, not reaped yet
+        self.janitors: list[subprocess.Popen] = []       # `rm -rf` of work dirs on the host (no view)
 
     # ----------------------------------------------------------------------------------------- start-up
     def prepare(self) -> None:
@@ -77,45 +82,66 @@ class Template:
         is_root = os.geteuid() == 0
         can_admin = limits.has_capability(limits.CAP_SYS_ADMIN)
 
-        # Mount namespace first: it is needed to expose the Python installation to unprivileged session uids.
+        # A fresh session keyring: the one inherited from the user's process may hold secrets.
+        try:
+            limits.join_new_session_keyring()
+        except OSError as exc:
+            notes["keyring"] = str(exc)
+
+        # Mount namespace first: the sessions' read-only view of the host is built in it (fsview.py).
         mount_ns = False
-        exposed: list[str] = []
+        view: fsview.View | None = None
         if can_admin:
             try:
                 limits.private_mount_namespace()
                 mount_ns = True
             except OSError as exc:
                 notes["mount_namespace"] = str(exc)
-        users = False
-        if cfg.isolate_users and is_root:
-            needed = [p for p in sys.path if p] + [sys.prefix, sys.exec_prefix, sys.base_prefix,
-                                                 os.path.dirname(sys.executable), cfg.workdir_root]
-            try:
-                if mount_ns:
-                    exposed = limits.expose_paths(needed)
-                    users = True
-                elif not any(limits.first_blocked(os.path.realpath(p)) for p in needed if os.path.exists(p)):
-                    users = True
-                else:
-                    notes["users"] = "the Python installation is not readable by other uids and no mount namespace"
-            except Exception as exc:  # noqa: BLE001
-                notes["users"] = f"could not expose the Python installation: {exc}"
-        elif cfg.isolate_users:
-            notes["users"] = "not root: sessions run as the pool's own uid"
-
-        # Temporary directories: a private tmpfs each, so files sessions leave there are invisible to the
-        # host, capped in size, and gone with the pool.
-        private_tmp: list[str] = []
         # The pool's directory as the host sees it, for removing it should the parent die (see main).
         self.root_parent_fd = os.open(os.path.dirname(cfg.workdir_root), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        # A source checkout on sys.path (how the launcher finds this package) is not shown, only the package.
+        checkout = os.path.dirname(fsview.PACKAGE_DIR)
+        if os.path.basename(checkout) in ("site-packages", "dist-packages"):
+            checkout = ""
+        needed = [p for p in sys.path if p and os.path.realpath(p) != os.path.realpath(checkout)]
+        needed += [sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix,
+                   os.path.dirname(os.path.realpath(sys.executable)), fsview.PACKAGE_DIR]
+        root_real = os.path.realpath(cfg.workdir_root)  # our cwd, so on sys.path; sessions get their own there
+        needed = [p for p in needed if os.path.realpath(p) != root_real]
         if mount_ns:
-            for d in ("/tmp", "/var/tmp", "/dev/shm"):
-                if os.path.isdir(d) and not os.path.islink(d):
-                    try:
-                        limits.private_tmpfs(d, cfg.tmp_bytes, keep=[cfg.workdir_root])
-                        private_tmp.append(d)
-                    except OSError as exc:
-                        notes[f"private_tmp {d}"] = str(exc)
+            view_dir = os.path.join(cfg.workdir_root, ".view")
+            try:
+                os.mkdir(view_dir, 0o755)
+                view = fsview.build_view(view_dir, needed, cfg.workdir_root)
+            except OSError as exc:
+                notes["view"] = f"could not build the sessions' filesystem view: {exc}"
+        users = False
+        if cfg.isolate_users and is_root:
+            blocked = fsview.unreadable(needed)
+            if view is None:  # no view: the host's own directories must let other uids through
+                for p in needed:
+                    hit = limits.first_blocked(os.path.realpath(p)) if os.path.exists(p) else None
+                    if hit:
+                        blocked[hit[0]] = "other users cannot enter it"
+            if view is not None:
+                view.errors.update(blocked)
+            if not blocked:
+                users = True
+            else:
+                notes["users"] = ("the Python installation is not readable by other uids: "
+                                  + "; ".join(f"{p}: {why}" for p, why in blocked.items()))
+        elif cfg.isolate_users:
+            notes["users"] = "not root: sessions run as the pool's own uid"
+        if view is not None and view.errors:
+            notes["view_errors"] = "; ".join(f"{p}: {why}" for p, why in view.errors.items())
+
+        seccomp_ok = False
+        if cfg.seccomp:
+            try:
+                self.seccomp_filter = seccomp.build_filter()
+                seccomp_ok = True
+            except Exception as exc:  # noqa: BLE001 - e.g. no libseccomp on this machine
+                notes["seccomp"] = f"{type(exc).__name__}: {exc}"
 
         # Network: the template itself moves to an empty network namespace (so even a session whose own unshare
         # failed has no network); each session then unshares again so sessions cannot reach each other either.
@@ -160,7 +186,8 @@ class Template:
         gc.freeze()
 
         threads = limits.thread_count()
-        self.plan = {"pid_namespace": pid_ns, "net_namespace": net_ns and not cfg.network, "users": users}
+        self.plan = {"pid_namespace": pid_ns, "net_namespace": net_ns and not cfg.network, "users": users,
+                     "view": view.to_dict() if view is not None else None, "seccomp": seccomp_ok}
         self.vm_size = limits.vm_size()
         self.info = {
             "template_pid": os.getpid(),
@@ -174,8 +201,12 @@ class Template:
                 "pid_namespace": pid_ns,
                 "net_namespace": self.plan["net_namespace"],
                 "mount_namespace": mount_ns,
-                "exposed_paths": exposed,
-                "private_tmp": private_tmp,
+                "ipc_namespace": view is not None,
+                "view": {"shown": view.shown + view.deferred, "errors": view.errors} if view is not None else None,
+                "private_tmp": list(fsview.SESSION_DIRS.values()) if view is not None else [],
+                "session_tmpfs": ({"bytes": cfg.tmp_bytes, "inodes": cfg.tmp_inodes} if view is not None else None),
+                "seccomp": seccomp_ok,
+                "keyring": "keyring" not in notes,
                 "per_session_uid": users,
                 "cgroups": self.cgroups.available,
                 "process_limit": ("pids cgroup" if "pids" in self.cgroups.available
@@ -231,7 +262,7 @@ class Template:
                     os.close(self.root_parent_fd)
                 if self.pidns_fd is not None:
                     os.close(self.pidns_fd)
-                session_entry(theirs, self.shell, cfg, self.plan, spec)
+                session_entry(theirs, self.shell, cfg, self.plan, spec, self.seccomp_filter)
             finally:
                 os._exit(70)
         if self.plan["pid_namespace"]:
@@ -239,6 +270,10 @@ class Template:
         theirs.close()
         pidfd = os.pidfd_open(pid)
         self.children[pid] = {"workdir": spec["workdir"], "cgroups": spec["cgroups"], "status": None}
+        if self.plan["view"]:
+            # The work dir lives in the session's own mount namespace; the host reaches it at the same path
+            # through this link (the test suite and users inspect session.workdir from outside).
+            os.symlink(f"/proc/{pid}/root{spec['workdir']}", spec["workdir"])
         return {"pid": pid, "sock": ours, "pidfd": pidfd, "workdir": spec["workdir"]}
 
     def fork_session(self) -> tuple[dict[str, Any], list[int]]:
@@ -278,41 +313,84 @@ class Template:
             rec["status"] = _exit_status(status, self.plan["pid_namespace"])
 
     def release(self, pid: int) -> dict[str, Any]:
-        """Make sure the session is dead and reaped; remove its work dir and cgroups; report how it ended."""
+        """Make sure the session is dead; remove its work dir and cgroups; report how it ended.
+
+        Bounded: a session whose exit takes long (the kernel freeing a tmpfs full of files, in the exiting
+        process) is reaped later by the serve loop; the reply does not wait for it."""
         rec = self.children.get(pid)
         if rec is None:
             return {"op": "released", "pid": pid, "status": None}
         self._reap(pid, block=False)
         killed_here = False
-        if rec["status"] is None:
-            deadline = time.monotonic() + 0.2  # it may be exiting on its own right now
-            while rec["status"] is None and time.monotonic() < deadline:
-                time.sleep(0.005)
-                self._reap(pid, block=False)
+        deadline = time.monotonic() + 0.2  # it may be exiting on its own right now
+        while rec["status"] is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+            self._reap(pid, block=False)
         if rec["status"] is None:
             killed_here = True
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            self._reap(pid, block=True)
-        status = dict(rec["status"] or {})
+            deadline = time.monotonic() + RELEASE_WAIT
+            while rec["status"] is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+                self._reap(pid, block=False)
+        status = dict(rec["status"] or {"signal": signal.SIGKILL})
         if killed_here:
             status["unresponsive"] = 1
         self._cleanup(pid)
         return {"op": "released", "pid": pid, "status": status}
 
     def _cleanup(self, pid: int) -> None:
+        """Remove what the session left on the host now, and its cgroups once it is reaped (else later)."""
         rec = self.children.pop(pid, None)
         if rec is None:
             return
-        shutil.rmtree(rec["workdir"], ignore_errors=True)
-        if rec["cgroups"]:
+        if self.plan.get("view"):
+            try:
+                os.unlink(rec["workdir"])  # only the host's link: the files died with the session's tmpfs
+            except OSError:
+                pass
+        else:
+            self._remove_tree(rec["workdir"])
+        if rec["status"] is None:
+            self.dying[pid] = rec
+        elif rec["cgroups"]:
             limits.Cgroups.remove_session(rec["cgroups"])
+
+    def _remove_tree(self, path: str) -> None:
+        """Delete a work dir on the host in a separate `rm -rf` process (iterative, so no depth limit; spawned,
+        not forked, so cheap), so a tree of 100k directories never blocks the template."""
+        if not os.path.lexists(path):
+            return
+        try:
+            self.janitors.append(subprocess.Popen(["rm", "-rf", "--one-file-system", "--", path],
+                                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                  stderr=subprocess.DEVNULL, close_fds=True))
+        except OSError:
+            traceback.print_exc()
+
+    def reap_background(self) -> None:
+        """Reap sessions released while still exiting, remove their cgroups; collect finished janitors."""
+        for pid, rec in list(self.dying.items()):
+            self.children[pid] = rec
+            self._reap(pid, block=False)
+            del self.children[pid]
+            if rec["status"] is not None:
+                del self.dying[pid]
+                if rec["cgroups"]:
+                    limits.Cgroups.remove_session(rec["cgroups"])
+        self.janitors = [j for j in self.janitors if j.poll() is None]
 
     def remove_root(self) -> None:
         """Remove the pool's directory (only when the parent is gone: normally the parent does it)."""
-        shutil.rmtree(self.cfg.workdir_root, ignore_errors=True)  # contents; the dir may be a mount point here
+        self._remove_tree(self.cfg.workdir_root)  # --one-file-system: the view mounted in it is not entered
+        for janitor in self.janitors:
+            try:
+                janitor.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
         if self.root_parent_fd is not None:
             try:
                 os.rmdir(os.path.basename(self.cfg.workdir_root), dir_fd=self.root_parent_fd)
@@ -332,6 +410,16 @@ class Template:
         for pid in list(self.children):
             self._reap(pid, block=True)
             self._cleanup(pid)
+        for pid, rec in list(self.dying.items()):
+            self.children[pid] = rec
+            self._reap(pid, block=True)
+            self.children.pop(pid, None)
+        self.dying.clear()
+        if self.plan.get("view"):
+            try:
+                limits.umount2(self.plan["view"]["root"], limits.MNT_DETACH)
+            except OSError:
+                pass
         if self.cgroups is not None:
             self.cgroups.remove_all()
 
@@ -343,7 +431,9 @@ class Template:
         poller.register(self.ctl, select.POLLIN)
         self._replenish_quietly()
         while True:
-            if not poller.poll(1000):
+            if self.dying or self.janitors:
+                self.reap_background()
+            if not poller.poll(50 if self.dying or self.janitors else 1000):
                 for pid in list(self.children):
                     self._reap(pid, block=False)
                 if os.getppid() != self.parent_pid:
