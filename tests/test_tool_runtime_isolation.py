@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -159,15 +161,21 @@ def test_uids_are_unique_and_nothing_persistent_is_writable(pool, two):
     a, b = two
     uid_a, uid_b = value(a, "__import__('os').getuid()"), value(b, "__import__('os').getuid()")
     assert uid_a != uid_b and 0 not in (uid_a, uid_b)
-    # The uid is that of no other process on the host than the session's own.
-    owners = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                owners.setdefault(os.stat(f"/proc/{entry}").st_uid, set()).add(int(entry))
-            except OSError:
-                pass
-    assert a.pid in owners[uid_a] and not owners[uid_a] & owners.get(uid_b, set())
+    capeff = value(a, "int(open('/proc/self/status').read().split('CapEff:')[1].split()[0], 16)")
+    assert capeff == 0
+    if pool.info["isolation"]["user_namespace"]:
+        # Without root: each session is the only uid of a user namespace of its own (the pool's uid outside).
+        require_private(a, b, "user")
+    else:
+        # As root: the uid is that of no other process on the host than the session's own.
+        owners: dict[int, set[int]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    owners.setdefault(os.stat(f"/proc/{entry}").st_uid, set()).add(int(entry))
+                except OSError:
+                    pass
+        assert a.pid in owners[uid_a] and not owners[uid_a] & owners.get(uid_b, set())
     # Everything a session can write is its own tmpfs, which dies with it: an earlier session with the same
     # uid can have left nothing behind. The walk covers the session's whole filesystem.
     r = a.run(WRITABLE_WALK, timeout=120)
@@ -225,8 +233,13 @@ def test_view_errors_name_the_path_and_the_reason(tmp_path):
     with SessionPool(max_sessions=1, preload=(), spare_sessions=0,
                      extra_env={"PYTHONPATH": f"{ROOT}{os.pathsep}{hidden}"}) as p:
         iso = p.info["isolation"]
-        assert "mode 0700" in iso["view"]["errors"][str(hidden)]
-        assert str(hidden) in iso["notes"]["users"] and not iso["per_session_uid"]
+        if iso["user_namespace"]:  # sessions are the pool's own uid on the host: they can read it
+            assert str(hidden) in iso["view"]["shown"] and iso["view"]["errors"] == {}
+            with p.open() as s:
+                assert s.run("import rtiso_probe_mod\nrtiso_probe_mod.X").output == "1\n"
+        else:
+            assert "mode 0700" in iso["view"]["errors"][str(hidden)]
+            assert str(hidden) in iso["notes"]["users"] and not iso["per_session_uid"]
 
 
 # ------------------------------------------------------------------------------------------ 5. kernel surface
@@ -392,3 +405,58 @@ def test_interpreter_in_a_venv_under_tmp(tmp_path_factory):
             assert r.status == "error"
             assert value(s, "sorted(__import__('os').listdir('/tmp'))") == [str(venv).split("/")[2],
                                                                              pool.info["workdir_root"].split("/")[2]]
+
+
+# ------------------------------------------------------------------------------------------ without root
+
+AS_NOBODY = textwrap.dedent("""\
+    # Run argv[1:] as nobody, in a mount namespace where root's 0700 home shows only the Python installation.
+    import os, sys
+    sys.path.insert(0, {root!r})
+    from tool_runtime import limits
+    limits.private_mount_namespace()
+    keep = {{p: os.open(p, os.O_PATH | os.O_CLOEXEC) for p in {hidden!r}}}
+    for p in {covers!r}:
+        limits.mount("tmpfs", p, "tmpfs", 0, "mode=0755,size=1m")
+    for p, fd in keep.items():
+        os.makedirs(p, 0o755, exist_ok=True)
+        limits.mount(f"/proc/self/fd/{{fd}}", p, None, limits.MS_BIND | limits.MS_REC)
+    os.setgroups([])
+    os.setresgid(65534, 65534, 65534)
+    os.setresuid(65534, 65534, 65534)
+    os.execv(sys.argv[1], sys.argv[1:])
+""")
+
+
+def test_isolation_checks_hold_without_root(tmp_path):
+    """The checks of this file, re-run by an unprivileged user (nobody) in a subprocess: the pool gets the same
+    isolation from user namespaces (a uid mapped per session instead of setuid)."""
+    if os.geteuid() != 0:
+        pytest.skip("this test switches to nobody itself; it runs when the suite runs as root (CI does)")
+    needed = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, str(ROOT))}
+    covers, hidden = set(), set()
+    for p in needed:  # directories on the way that nobody cannot enter (e.g. /root holding a pyenv)
+        hit = limits_first_blocked(p)
+        if hit:
+            covers.add(hit[0])
+            hidden.add(os.path.join(hit[0], hit[1]))
+    script = tmp_path / "as_nobody.py"
+    script.write_text(AS_NOBODY.format(root=str(ROOT), hidden=sorted(hidden), covers=sorted(covers)))
+    base = Path(tempfile.mkdtemp(prefix="rtiso-nobody-"))  # tmp_path's parents are root's own (0700)
+    base.chmod(0o777)
+    env = {"PATH": os.environ["PATH"], "HOME": str(base), "LANG": "C.UTF-8"}
+    try:
+        out = subprocess.run(
+            [sys.executable, str(script), sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+             f"--basetemp={base / 'pytest'}", "-k", "not without_root", str(Path(__file__))],
+            cwd=str(base), env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert out.returncode == 0 and " passed" in out.stdout, out.stdout[-5000:] + out.stderr[-2000:]
+    assert "skipped" not in out.stdout and "failed" not in out.stdout
+
+
+def limits_first_blocked(path: str):
+    from tool_runtime import limits
+
+    return limits.first_blocked(path)

@@ -218,7 +218,9 @@ def _enter_namespaces(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, 
     if plan["net_namespace"]:
         limits.unshare(limits.CLONE_NEWNET)
     if plan.get("view"):
-        fsview.enter_session_view(plan["view"], spec["workdir"], spec["uid"], spec["uid"],
+        # In a user namespace the work dir belongs to the pool's uid, which the session's own uid maps to.
+        owner = os.getuid() if plan.get("user_namespace") or not plan["users"] else spec["uid"]
+        fsview.enter_session_view(plan["view"], spec["workdir"], owner, owner,
                                   size=cfg.tmp_bytes, inodes=cfg.tmp_inodes, new_proc=True)
     if cfg.nice:
         os.nice(cfg.nice)
@@ -255,7 +257,11 @@ def _lock_down(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any], c
         open_files=cfg.max_open_files, cpu_seconds=cfg.cpu_seconds,
         processes=cfg.max_processes if users else None)
     os.umask(0o077)
-    if users:
+    if users and plan.get("user_namespace"):
+        limits.enter_user_namespace(uid, gid)   # only this uid exists for the session; the pool's uid outside
+        limits.drop_all_capabilities()
+        limits.prctl(limits.PR_SET_NO_NEW_PRIVS, 1)
+    elif users:
         limits.drop_privileges(uid, gid)
     else:
         limits.prctl(limits.PR_SET_NO_NEW_PRIVS, 1)

@@ -32,6 +32,8 @@ ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezo
 DEVICES = ("null", "zero", "full", "random", "urandom")
 # Private to each session (subdirectory of its tmpfs -> where it is mounted in the view).
 SESSION_DIRS = {".tmp": "/tmp", ".vartmp": "/var/tmp", ".shm": "/dev/shm"}
+# Kernel-wide files of /proc that tell about other users and the host (docker masks the same): /dev/null on top.
+PROC_MASKED = ("keys", "key-users", "kcore", "timer_list", "sched_debug", "sysrq-trigger", "kallsyms", "kmsg")
 STAGING = "/.session"   # empty directory of the view where a session first mounts its tmpfs
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -220,6 +222,9 @@ def enter_session_view(view: dict[str, Any], workdir: str, uid: int, gid: int, *
     limits.umount2(stage, limits.MNT_DETACH)   # its binds keep the tmpfs alive; the staging dir is empty again
     if new_proc:
         limits.mount("proc", V("/proc"), "proc", limits.MS_NOSUID | limits.MS_NODEV | limits.MS_NOEXEC)
+        for name in PROC_MASKED:
+            if os.path.exists(V(f"/proc/{name}")):
+                limits.mount(V("/dev/null"), V(f"/proc/{name}"), None, limits.MS_BIND)
     os.chdir(root)
     limits.pivot_root(".", ".")
     limits.umount2(".", limits.MNT_DETACH)     # the host's tree, stacked under the view, is gone

@@ -108,6 +108,14 @@ def global_pid() -> int:
     return int(os.readlink("/proc/self"))
 
 
+def pidfd_pid(pidfd: int) -> int:
+    """The pid a pidfd refers to, as the host (the /proc mount's namespace) numbers it."""
+    for line in Path(f"/proc/self/fdinfo/{pidfd}").read_text().splitlines():
+        if line.startswith("Pid:"):
+            return int(line.split()[1])
+    raise OSError(errno.EINVAL, f"fd {pidfd} is not a pidfd")
+
+
 def vm_size() -> int:
     """Bytes of address space this process maps now (VmSize)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -149,6 +157,33 @@ def drop_privileges(uid: int, gid: int) -> None:
     # setuid cleared "dumpable"; without it the process cannot read its own /proc/self/{fd,maps,...}.
     prctl(PR_SET_DUMPABLE, 1)
     prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def drop_all_capabilities() -> None:
+    """Empty the effective, permitted and inheritable sets (and so the ambient set) for good."""
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+def enter_user_namespace(inner_uid: int, inner_gid: int) -> None:
+    """Unshare a user namespace in which this process is `inner_uid`/`inner_gid` (mapped to its current ids).
+
+    Needs no privilege where the kernel allows unprivileged user namespaces; the process has every capability
+    inside the new namespace (and none outside) until it drops them."""
+    outer_uid, outer_gid = os.geteuid(), os.getegid()
+    unshare(CLONE_NEWUSER)
+    Path("/proc/self/setgroups").write_text("deny")
+    Path("/proc/self/uid_map").write_text(f"{inner_uid} {outer_uid} 1")
+    Path("/proc/self/gid_map").write_text(f"{inner_gid} {outer_gid} 1")
 
 
 # --------------------------------------------------------------------------------------------- mount namespace

@@ -81,6 +81,17 @@ class Template:
         notes: dict[str, str] = {}
         is_root = os.geteuid() == 0
         can_admin = limits.has_capability(limits.CAP_SYS_ADMIN)
+        # Without root: a user namespace of our own (we are its root, mapped to our uid) gives the namespaces,
+        # mounts and filter below; each session then maps its own uid in a user namespace of its own.
+        user_ns = False
+        if not can_admin:
+            try:
+                limits.enter_user_namespace(0, 0)
+                user_ns = can_admin = True
+            except OSError as exc:
+                notes["user_namespace"] = f"unprivileged user namespaces are not available here: {exc}"
+            if user_ns:
+                self._become_pid_namespace_init()
 
         # A fresh session keyring: the one inherited from the user's process may hold secrets.
         try:
@@ -116,7 +127,11 @@ class Template:
             except OSError as exc:
                 notes["view"] = f"could not build the sessions' filesystem view: {exc}"
         users = False
-        if cfg.isolate_users and is_root:
+        if cfg.isolate_users and user_ns:
+            users = view is not None  # a user namespace per session; its files are the pool's uid's own
+            if not users:
+                notes["users"] = "no filesystem view: sessions run as the pool's own uid"
+        elif cfg.isolate_users and is_root:
             blocked = fsview.unreadable(needed)
             if view is None:  # no view: the host's own directories must let other uids through
                 for p in needed:
@@ -165,7 +180,7 @@ class Template:
                 os.close(self.pidns_fd)
                 self.pidns_fd = None
 
-        self.cgroups = limits.Cgroups(f"tool_runtime-{os.getpid()}", ("pids", "memory") if cfg.cgroups else ())
+        self.cgroups = limits.Cgroups(f"tool_runtime-{limits.global_pid()}", ("pids", "memory") if cfg.cgroups else ())
         notes.update({f"cgroup_{k}": v for k, v in self.cgroups.errors.items()})
 
         # Preload and warm up: everything imported here is shared copy-on-write by every session.
@@ -187,6 +202,7 @@ class Template:
 
         threads = limits.thread_count()
         self.plan = {"pid_namespace": pid_ns, "net_namespace": net_ns and not cfg.network, "users": users,
+                     "user_namespace": user_ns,
                      "view": view.to_dict() if view is not None else None, "seccomp": seccomp_ok}
         self.vm_size = limits.vm_size()
         self.info = {
@@ -208,6 +224,7 @@ class Template:
                 "seccomp": seccomp_ok,
                 "keyring": "keyring" not in notes,
                 "per_session_uid": users,
+                "user_namespace": user_ns,
                 "cgroups": self.cgroups.available,
                 "process_limit": ("pids cgroup" if "pids" in self.cgroups.available
                                   else "RLIMIT_NPROC" if users else None),
@@ -226,6 +243,27 @@ class Template:
         }
         if threads != 1:
             notes["threads"] = f"template has {threads} threads at fork time (expected 1)"
+
+    def _become_pid_namespace_init(self) -> None:
+        """In our own user namespace we may not return (setns) to the host's PID namespace after creating one
+        for a session, but we may to one our namespace owns: so go on as PID 1 of such a namespace. The
+        process the pool started stays behind as a shim that exits with us (and we die with it)."""
+        try:
+            limits.unshare(limits.CLONE_NEWPID)
+        except OSError:
+            return  # no PID namespaces at all: probed again (and reported) below
+        pid = os.fork()
+        if pid:  # the shim: no handlers, no sockets; SIGTERM (the parent died) kills it, and then us
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            self.ctl.close()
+            while True:
+                try:
+                    _, status = os.waitpid(pid, 0)
+                except InterruptedError:
+                    continue
+                os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+        limits.set_parent_death_signal(signal.SIGTERM)
+        self.parent_pid = os.getppid()  # 0: the shim is outside our namespace
 
     # ----------------------------------------------------------------------------------------- requests
     def _fork_one(self) -> dict[str, Any]:
@@ -273,7 +311,7 @@ class Template:
         if self.plan["view"]:
             # The work dir lives in the session's own mount namespace; the host reaches it at the same path
             # through this link (the test suite and users inspect session.workdir from outside).
-            os.symlink(f"/proc/{pid}/root{spec['workdir']}", spec["workdir"])
+            os.symlink(f"/proc/{limits.pidfd_pid(pidfd)}/root{spec['workdir']}", spec["workdir"])
         return {"pid": pid, "sock": ours, "pidfd": pidfd, "workdir": spec["workdir"]}
 
     def fork_session(self) -> tuple[dict[str, Any], list[int]]:
