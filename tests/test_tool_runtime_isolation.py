@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tool_runtime import SessionPool
+from tool_runtime import SessionPool, limits
 
 ROOT = Path(__file__).resolve().parent.parent
 TMP_BYTES = 32 << 20
@@ -297,7 +297,7 @@ KEYRING_PROBE = textwrap.dedent("""\
     assert libc.syscall(nr('keyctl'), 1, b'rtiso-parent') > 0                      # JOIN_SESSION_KEYRING
     key = libc.syscall(nr('add_key'), b'user', b'rtiso-secret', b'hunter2', 7, -3)  # into @s
     assert key > 0
-    from tool_runtime import SessionPool
+    from tool_runtime import SessionPool, limits
     with SessionPool(max_sessions=1, preload=(), spare_sessions=0) as pool, pool.open() as s:
         status = open(f'/proc/{{s.pid}}/status').read()
         assert 'Seccomp:\\t2' in status, 'no filter: not attacking'
@@ -421,6 +421,13 @@ AS_NOBODY = textwrap.dedent("""\
     for p, fd in keep.items():
         os.makedirs(p, 0o755, exist_ok=True)
         limits.mount(f"/proc/self/fd/{{fd}}", p, None, limits.MS_BIND | limits.MS_REC)
+    if {deny_userns!r}:  # a kernel that refuses unprivileged user namespaces, as some distributions do
+        import errno, pyseccomp
+        f = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+        f.add_rule(pyseccomp.ERRNO(errno.EPERM), "unshare")
+        f.add_rule(pyseccomp.ERRNO(errno.EPERM), "clone", pyseccomp.Arg(0, pyseccomp.MASKED_EQ, 1 << 28, 1 << 28))
+        f.add_rule(pyseccomp.ERRNO(errno.ENOSYS), "clone3")
+        f.load()
     os.setgroups([])
     os.setresgid(65534, 65534, 65534)
     os.setresuid(65534, 65534, 65534)
@@ -428,35 +435,72 @@ AS_NOBODY = textwrap.dedent("""\
 """)
 
 
+def _as_nobody(tmp_path: Path, argv: list[str], *, deny_userns: bool = False, timeout: float = 600,
+               files: dict[str, str] | None = None):
+    """Run argv as nobody (with the interpreter and this checkout readable) in a fresh world-writable dir
+    (where `files` are written first; "{base}" in argv is that dir)."""
+    needed = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, str(ROOT))}
+    covers, hidden = set(), set()
+    for p in needed:  # directories on the way that nobody cannot enter (e.g. /root holding a pyenv)
+        hit = limits.first_blocked(p)
+        if hit:
+            covers.add(hit[0])
+            hidden.add(os.path.join(hit[0], hit[1]))
+    script = tmp_path / "as_nobody.py"
+    script.write_text(AS_NOBODY.format(root=str(ROOT), hidden=sorted(hidden), covers=sorted(covers),
+                                       deny_userns=deny_userns))
+    base = Path(tempfile.mkdtemp(prefix="rtiso-nobody-"))  # tmp_path's parents are root's own (0700)
+    base.chmod(0o777)
+    env = {"PATH": os.environ["PATH"], "HOME": str(base), "LANG": "C.UTF-8", "RTISO_BASE": str(base)}
+    for name, text in (files or {}).items():
+        (base / name).write_text(text)
+    argv = [a.replace("{base}", str(base)) for a in argv]
+    try:
+        return subprocess.run([sys.executable, str(script), *argv], cwd=str(base), env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def test_isolation_checks_hold_without_root(tmp_path):
     """The checks of this file, re-run by an unprivileged user (nobody) in a subprocess: the pool gets the same
     isolation from user namespaces (a uid mapped per session instead of setuid)."""
     if os.geteuid() != 0:
         pytest.skip("this test switches to nobody itself; it runs when the suite runs as root (CI does)")
-    needed = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, str(ROOT))}
-    covers, hidden = set(), set()
-    for p in needed:  # directories on the way that nobody cannot enter (e.g. /root holding a pyenv)
-        hit = limits_first_blocked(p)
-        if hit:
-            covers.add(hit[0])
-            hidden.add(os.path.join(hit[0], hit[1]))
-    script = tmp_path / "as_nobody.py"
-    script.write_text(AS_NOBODY.format(root=str(ROOT), hidden=sorted(hidden), covers=sorted(covers)))
-    base = Path(tempfile.mkdtemp(prefix="rtiso-nobody-"))  # tmp_path's parents are root's own (0700)
-    base.chmod(0o777)
-    env = {"PATH": os.environ["PATH"], "HOME": str(base), "LANG": "C.UTF-8"}
-    try:
-        out = subprocess.run(
-            [sys.executable, str(script), sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-             f"--basetemp={base / 'pytest'}", "-k", "not without_root", str(Path(__file__))],
-            cwd=str(base), env=env, capture_output=True, text=True, timeout=600)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    out = _as_nobody(tmp_path, [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                                "-o", "cache_dir=/nonexistent", "-k", "not without_", str(Path(__file__))])
     assert out.returncode == 0 and " passed" in out.stdout, out.stdout[-5000:] + out.stderr[-2000:]
     assert "skipped" not in out.stdout and "failed" not in out.stdout
 
 
-def limits_first_blocked(path: str):
-    from tool_runtime import limits
+DEGRADED = textwrap.dedent("""\
+    import json, os, sys
+    sys.path.insert(0, {root!r})
+    from tool_runtime import SessionPool, limits
+    with SessionPool(max_sessions=2, preload=(), workdir_root=os.environ["RTISO_BASE"]) as pool:
+        iso = pool.info["isolation"]
+        s = pool.open()
+        r = s.run("import os\\nfor i in range(2000): os.mkdir(f'd{{i}}')\\n"
+                  "for _ in range(1500): os.mkdir('x'); os.chdir('x')\\nos.getuid()")
+        workdir = s.workdir
+        s.close()
+        root = pool.info["workdir_root"]
+    print(json.dumps({{"iso": iso, "output": r.output, "root_left": os.path.exists(root),
+                      "uid": os.getuid()}}))
+""")
 
-    return limits.first_blocked(path)
+
+def test_without_user_namespaces_it_degrades_and_says_so(tmp_path):
+    """Where the kernel refuses unprivileged user namespaces: sessions still run, pool.info says what is not
+    in force and why, and a 1500-deep tree in a work dir on the host does not make pool.close() raise."""
+    if os.geteuid() != 0:
+        pytest.skip("this test switches to nobody itself; it runs when the suite runs as root (CI does)")
+    out = _as_nobody(tmp_path, [sys.executable, "{base}/degraded.py"], deny_userns=True, timeout=300,
+                     files={"degraded.py": DEGRADED.format(root=str(ROOT))})
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout)
+    iso = got["iso"]
+    assert "user namespaces are not available" in iso["notes"]["user_namespace"]
+    assert not iso["user_namespace"] and not iso["per_session_uid"] and iso["view"] is None
+    assert not iso["pid_namespace"] and iso["private_tmp"] == [] and "pid_namespace" in iso["notes"]
+    assert got["output"] == f"{got['uid']}\n" and not got["root_left"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -22,6 +21,7 @@ import weakref
 from types import EllipsisType
 from typing import Any, Iterable
 
+from .cleanup import remove_tree
 from .config import GiB, RuntimeConfig
 from .launcher import TemplateError, TemplateHandle
 from .protocol import PeerClosed, ProtocolError
@@ -51,7 +51,7 @@ def _finalize(template: TemplateHandle, root: str) -> None:
     try:
         template.shutdown(timeout=5)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        remove_tree(root)  # never raises, whatever a cell left
 
 
 class SessionPool:
@@ -137,7 +137,7 @@ class SessionPool:
         try:
             self._template = self._start_template()
         except BaseException:
-            shutil.rmtree(self._root, ignore_errors=True)
+            remove_tree(self._root)
             raise
         self._finalizer = weakref.finalize(self, _finalize, self._template, self._root)
         _live_pools.add(self)
@@ -303,7 +303,7 @@ class SessionPool:
         if self._pool_executor is not None:
             self._pool_executor.shutdown(wait=False, cancel_futures=True)
         self._finalizer.detach()
-        shutil.rmtree(self._root, ignore_errors=True)
+        remove_tree(self._root)
         _live_pools.discard(self)
 
     def _forget_after_fork(self) -> None:

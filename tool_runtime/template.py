@@ -34,7 +34,7 @@ import time
 import traceback
 from typing import Any
 
-from . import fsview, limits, seccomp
+from . import cleanup, fsview, limits, seccomp
 from .child import make_shell, session_entry, warm_up
 from .config import RuntimeConfig
 from .protocol import FrameReader, PeerClosed, ProtocolError, encode, send_frame
@@ -398,16 +398,10 @@ class Template:
             limits.Cgroups.remove_session(rec["cgroups"])
 
     def _remove_tree(self, path: str) -> None:
-        """Delete a work dir on the host in a separate `rm -rf` process (iterative, so no depth limit; spawned,
-        not forked, so cheap), so a tree of 100k directories never blocks the template."""
-        if not os.path.lexists(path):
-            return
-        try:
-            self.janitors.append(subprocess.Popen(["rm", "-rf", "--one-file-system", "--", path],
-                                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                                  stderr=subprocess.DEVNULL, close_fds=True))
-        except OSError:
-            traceback.print_exc()
+        """Delete a work dir on the host in a separate process (no view: see cleanup.py), never waiting here."""
+        janitor = cleanup.start_removal(path)
+        if janitor is not None:
+            self.janitors.append(janitor)
 
     def reap_background(self) -> None:
         """Reap sessions released while still exiting, remove their cgroups; collect finished janitors."""
