@@ -208,6 +208,11 @@ def test_host_view_is_minimal_and_read_only(pool):
         # /proc is the session's own PID namespace: its reaper, itself and its own children only.
         assert sorted(value(s, "[int(p) for p in __import__('os').listdir('/proc') if p.isdigit()]")) == [1, 2]
         assert value(s, "open('/proc/1/net/unix').read().count('\\n')") == 1  # header only: no host sockets
+        # PID 1 is the session's reaper, which is not chrooted: its root, cwd and memory are out of reach.
+        for code in ("__import__('os').listdir('/proc/1/root/')", "__import__('os').listdir('/proc/1/cwd/')",
+                     "open('/proc/1/mem', 'rb')", "__import__('os').listdir('/proc/1/fd')"):
+            r = s.run(code)
+            assert r.status == "error" and "PermissionError" in r.output, (code, r.output)
         # No unix socket file anywhere in its view; nothing writable outside its own dirs (see above).
         socks = value(s, textwrap.dedent("""\
             [p for top in __import__('os').listdir('/') if top != 'proc'

@@ -204,7 +204,7 @@ def _reseed() -> None:
 def _enter_namespaces(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any]) -> None:
     """Steps the session's first process takes as root, before the process that runs cells is forked (it
     inherits all of it): stdin, cgroups, OOM priority, network namespace, then its own mount and IPC namespace,
-    tmpfs and /proc, pivoted into the read-only view (fsview.py)."""
+    tmpfs and /proc (fsview.py)."""
     devnull = os.open("/dev/null", os.O_RDWR)
     os.dup2(devnull, 0)
     os.close(devnull)
@@ -249,8 +249,14 @@ def _lock_down(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any], c
         os.mkdir(workdir, 0o700)
         if users:
             os.chown(workdir, uid, gid)
-    os.chdir(workdir)
     _close_inherited_fds({channel.fileno()})
+    if users and plan.get("user_namespace"):
+        # Before chroot: the kernel refuses new user namespaces to chrooted processes.
+        limits.enter_user_namespace(uid, gid)   # only this uid exists for the session; the pool's uid outside
+    if plan.get("view"):
+        fsview.enter_view(plan["view"], workdir)
+    else:
+        os.chdir(workdir)
 
     applied = limits.apply_rlimits(
         address_space=spec["vm_size"] + cfg.memory_limit, file_bytes=cfg.max_file_bytes,
@@ -258,7 +264,6 @@ def _lock_down(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any], c
         processes=cfg.max_processes if users else None)
     os.umask(0o077)
     if users and plan.get("user_namespace"):
-        limits.enter_user_namespace(uid, gid)   # only this uid exists for the session; the pool's uid outside
         limits.drop_all_capabilities()
         limits.prctl(limits.PR_SET_NO_NEW_PRIVS, 1)
     elif users:
@@ -278,7 +283,7 @@ def _lock_down(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any], c
     _reseed()
     gc.enable()
     return {"pid": spec["host_pid"], "ns_pid": os.getpid(), "uid": os.getuid(), "rlimits": applied,
-            "keyring": keyring, "seccomp": seccomp_filter is not None}
+            "keyring": keyring, "seccomp": seccomp_filter is not None, "view": bool(plan.get("view"))}
 
 
 def _reaper_exit_code(status: int) -> int:
@@ -334,6 +339,9 @@ def session_entry(channel: socket.socket, shell, cfg: RuntimeConfig, plan: dict[
             if session_pid:
                 channel.close()
                 os.close(host_proc)
+                # Not dumpable: the session may not read our memory or /proc/1/root (the host's tree, as we are
+                # not chrooted), even where it has the same uid on the host (user namespaces).
+                limits.prctl(limits.PR_SET_DUMPABLE, 0)
                 _reap_forever(session_pid)
             limits.set_parent_death_signal(signal.SIGKILL)
             # Our host pid, through the host's /proc (the one mounted now shows only this namespace).

@@ -8,7 +8,7 @@ base prefix, every sys.path entry, also under /tmp or /root). Nothing else of th
 
 Each session then (`enter_session_view`, in its reaper, before the cells run) gets its own mount and IPC
 namespace, one tmpfs capped in bytes and inodes that backs its work dir (= HOME), /tmp, /var/tmp and /dev/shm,
-a fresh /proc of its own PID namespace, and pivots into the view. Interpreter paths under /tmp, /var/tmp or
+a fresh /proc of its own PID namespace, and chroots into the view. Interpreter paths under /tmp, /var/tmp or
 /dev/shm are bound again on top of the session's tmpfs. When the session's last process exits the kernel drops
 its namespace and with it the tmpfs: nothing of the session is left on the host, and removing it costs the
 template nothing (a cell that made 100k directories is freed by the kernel in the exiting session).
@@ -196,7 +196,8 @@ def build_view(root: str, needed: Iterable[str], pool_root: str) -> View:
 def enter_session_view(view: dict[str, Any], workdir: str, uid: int, gid: int, *, size: int, inodes: int,
                        new_proc: bool) -> None:
     """In a new session (root, before forking the process that runs cells): own mount + IPC namespace, own
-    tmpfs for the work dir, /tmp, /var/tmp and /dev/shm, own /proc, then pivot into the view."""
+    tmpfs for the work dir, /tmp, /var/tmp and /dev/shm, own /proc. The process that runs cells then enters the
+    view with `enter_view`."""
     root = view["root"]
     V = lambda p: root + p  # noqa: E731
     limits.unshare(limits.CLONE_NEWNS | limits.CLONE_NEWIPC)
@@ -225,7 +226,15 @@ def enter_session_view(view: dict[str, Any], workdir: str, uid: int, gid: int, *
         for name in PROC_MASKED:
             if os.path.exists(V(f"/proc/{name}")):
                 limits.mount(V("/dev/null"), V(f"/proc/{name}"), None, limits.MS_BIND)
-    os.chdir(root)
-    limits.pivot_root(".", ".")
-    limits.umount2(".", limits.MNT_DETACH)     # the host's tree, stacked under the view, is gone
-    os.chdir("/")
+
+
+def enter_view(view: dict[str, Any], cwd: str) -> None:
+    """Make the view this process's root (and that of everything it starts).
+
+    chroot, not pivot_root: pivot_root walks every task of the machine (about 27 ms per session on a loaded
+    host), chroot is O(1). The host's tree stays attached below, out of reach for a process without
+    capabilities whose every descriptor was closed and whose filter denies chroot, mount, setns, unshare and
+    open_by_handle_at; the other processes of its PID namespace are its own and the reaper, which it may not
+    inspect (another uid, or a more privileged user namespace)."""
+    os.chroot(view["root"])
+    os.chdir(cwd)

@@ -75,12 +75,6 @@ def umount2(target: str, flags: int) -> None:
     _check(_libc.umount2(os.fsencode(target), flags), f"umount2({target})")
 
 
-def pivot_root(new_root: str, put_old: str) -> None:
-    from .seccomp import syscall_number
-    _check(_libc.syscall(syscall_number("pivot_root"), os.fsencode(new_root), os.fsencode(put_old)),
-           f"pivot_root({new_root})")
-
-
 def join_new_session_keyring() -> int:
     """Replace the inherited session keyring (which may hold the user's secrets) by a new, empty one."""
     from .seccomp import syscall_number

@@ -216,6 +216,11 @@ class SessionPool:
                 raise RuntimeError(f"session set-up failed: {ready.get('error', ready.get('op'))}")
             proc.facts = ready
             proc.template = template  # type: ignore[attr-defined]
+            if ready.get("view"):  # the work dir is in the session's mount namespace: link it for the host
+                try:
+                    os.symlink(f"/proc/{int(ready['pid'])}/root{proc.workdir}", proc.workdir)
+                except OSError:
+                    pass  # the session is already gone (then run() restarts it) or the link exists
             return proc
         raise AssertionError("unreachable")
 

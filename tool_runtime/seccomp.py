@@ -56,7 +56,7 @@ def build_filter() -> Any:
 
 
 # For the few calls the runtime makes itself, when libseccomp's bindings are not installed.
-_FALLBACK = {"x86_64": {"keyctl": 250, "pivot_root": 155}, "aarch64": {"keyctl": 219, "pivot_root": 41}}
+_FALLBACK = {"x86_64": {"keyctl": 250}, "aarch64": {"keyctl": 219}}
 
 
 def syscall_number(name: str) -> int:

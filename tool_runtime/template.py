@@ -308,10 +308,6 @@ class Template:
         theirs.close()
         pidfd = os.pidfd_open(pid)
         self.children[pid] = {"workdir": spec["workdir"], "cgroups": spec["cgroups"], "status": None}
-        if self.plan["view"]:
-            # The work dir lives in the session's own mount namespace; the host reaches it at the same path
-            # through this link (the test suite and users inspect session.workdir from outside).
-            os.symlink(f"/proc/{limits.pidfd_pid(pidfd)}/root{spec['workdir']}", spec["workdir"])
         return {"pid": pid, "sock": ours, "pidfd": pidfd, "workdir": spec["workdir"]}
 
     def fork_session(self) -> tuple[dict[str, Any], list[int]]:
@@ -387,7 +383,7 @@ class Template:
             return
         if self.plan.get("view"):
             try:
-                os.unlink(rec["workdir"])  # only the host's link: the files died with the session's tmpfs
+                os.unlink(rec["workdir"])  # only the pool's link: the files died with the session's tmpfs
             except OSError:
                 pass
         else:
