@@ -242,9 +242,13 @@ def test_view_errors_name_the_path_and_the_reason(tmp_path):
             assert str(hidden) in iso["view"]["shown"] and iso["view"]["errors"] == {}
             with p.open() as s:
                 assert s.run("import rtiso_probe_mod\nrtiso_probe_mod.X").output == "1\n"
-        else:
-            assert "mode 0700" in iso["view"]["errors"][str(hidden)]
-            assert str(hidden) in iso["notes"]["users"] and not iso["per_session_uid"]
+        else:  # as root: sessions keep their own uid (not root); pool.info names the path and the reason
+            assert "mode 0700" in iso["view"]["errors"][str(hidden)] and iso["per_session_uid"]
+            assert str(hidden) in iso["notes"]["view_errors"]
+            with p.open() as s:
+                assert "ModuleNotFoundError" in s.run("import rtiso_probe_mod").output
+                r = s.run(f"__import__('os').listdir({str(hidden)!r})")
+                assert "PermissionError" in r.output and str(hidden) in r.output, r.output
 
 
 # ------------------------------------------------------------------------------------------ 5. kernel surface

@@ -40,7 +40,7 @@ from .config import RuntimeConfig
 from .protocol import FrameReader, PeerClosed, ProtocolError, encode, send_frame
 
 CTL_MAX_BYTES = 1 << 20
-RELEASE_WAIT = 0.5  # seconds `release` waits for a killed session to be reaped before answering
+RELEASE_WAIT = 0.8  # seconds `release` waits for a killed session to be reaped before answering
 _LAUNCHER_PATH: str | None = None  # set by main: the PYTHONPATH entry that only served to find this package
 
 
@@ -133,18 +133,21 @@ class Template:
                 notes["users"] = "no filesystem view: sessions run as the pool's own uid"
         elif cfg.isolate_users and is_root:
             blocked = fsview.unreadable(needed)
-            if view is None:  # no view: the host's own directories must let other uids through
+            if view is not None:
+                # Sessions keep their own uid (running them as root would be far worse); what they cannot read
+                # is named here (importing from it fails as "No module named ...").
+                users = True
+                view.errors.update({p: f"{why}: sessions (their own uid) cannot import from it"
+                                    for p, why in blocked.items()})
+            else:  # no view: the host's own directories must let other uids through
                 for p in needed:
                     hit = limits.first_blocked(os.path.realpath(p)) if os.path.exists(p) else None
                     if hit:
                         blocked[hit[0]] = "other users cannot enter it"
-            if view is not None:
-                view.errors.update(blocked)
-            if not blocked:
-                users = True
-            else:
-                notes["users"] = ("the Python installation is not readable by other uids: "
-                                  + "; ".join(f"{p}: {why}" for p, why in blocked.items()))
+                users = not blocked
+                if blocked:
+                    notes["users"] = ("the Python installation is not readable by other uids: "
+                                      + "; ".join(f"{p}: {why}" for p, why in blocked.items()))
         elif cfg.isolate_users:
             notes["users"] = "not root: sessions run as the pool's own uid"
         if view is not None and view.errors:
@@ -370,7 +373,7 @@ class Template:
             while rec["status"] is None and time.monotonic() < deadline:
                 time.sleep(0.005)
                 self._reap(pid, block=False)
-        status = dict(rec["status"] or {"signal": signal.SIGKILL})
+        status = dict(rec["status"] or {})  # still exiting (the kernel freeing its tmpfs): reaped later
         if killed_here:
             status["unresponsive"] = 1
         self._cleanup(pid)
