@@ -152,7 +152,7 @@ WRITABLE_WALK = textwrap.dedent("""\
     for top in [d for d in os.listdir('/') if d not in ('proc',)]:
         for dirpath, dirnames, filenames in os.walk('/' + top):
             if os.access(dirpath, os.W_OK):
-                out.append(dirpath)
+                out.append([dirpath, os.stat(dirpath).st_dev == os.stat('/tmp').st_dev])
                 dirnames[:] = []
     print(json.dumps(sorted(out)))""")
 
@@ -180,8 +180,10 @@ def test_uids_are_unique_and_nothing_persistent_is_writable(pool, two):
     # uid can have left nothing behind. The walk covers the session's whole filesystem.
     r = a.run(WRITABLE_WALK, timeout=120)
     writable = json.loads(r.output)
-    assert set(writable) <= {"/tmp", "/var/tmp", "/dev/shm", a.workdir, "/dev/null", "/dev/zero", "/dev/full",
-                             "/dev/random", "/dev/urandom"}, writable
+    assert {"/tmp", "/var/tmp", "/dev/shm"} <= {p for p, _ in writable}
+    # Only the session's own tmpfs is writable (and the harmless devices).
+    assert all(own for p, own in writable if p not in ("/dev/null", "/dev/zero", "/dev/full", "/dev/random",
+                                                         "/dev/urandom")), writable
     a.run("open('/tmp/mine', 'w').write('x'); open('mine', 'w').write('x')")
     workdir = a.workdir
     a.close()
@@ -208,6 +210,7 @@ def test_host_view_is_minimal_and_read_only(pool):
         # /proc is the session's own PID namespace: its reaper, itself and its own children only.
         assert sorted(value(s, "[int(p) for p in __import__('os').listdir('/proc') if p.isdigit()]")) == [1, 2]
         assert value(s, "open('/proc/1/net/unix').read().count('\\n')") == 1  # header only: no host sockets
+        assert value(s, "__import__('os').uname().nodename") == "session" != os.uname().nodename
         # PID 1 is the session's reaper, which is not chrooted: its root, cwd and memory are out of reach.
         for code in ("__import__('os').listdir('/proc/1/root/')", "__import__('os').listdir('/proc/1/cwd/')",
                      "open('/proc/1/mem', 'rb')", "__import__('os').listdir('/proc/1/fd')"):
@@ -476,8 +479,7 @@ def test_isolation_checks_hold_without_root(tmp_path):
     isolation from user namespaces (a uid mapped per session instead of setuid)."""
     if os.geteuid() != 0:
         pytest.skip("this test switches to nobody itself; it runs when the suite runs as root (CI does)")
-    out = _as_nobody(tmp_path, [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                                "-o", "cache_dir=/nonexistent", "-k", "not without_", str(Path(__file__))])
+    out = _as_nobody(tmp_path, [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k", "not without_", str(Path(__file__))])
     assert out.returncode == 0 and " passed" in out.stdout, out.stdout[-5000:] + out.stderr[-2000:]
     assert "skipped" not in out.stdout and "failed" not in out.stdout
 

@@ -6,7 +6,7 @@ harmless devices (/dev/null, zero, full, random, urandom), and the Python instal
 base prefix, every sys.path entry, also under /tmp or /root). Nothing else of the host is there: no /run (D-Bus,
 /dev/log, docker.sock, /run/lock), no /sys (cgroupfs: neighbours' names and memory), no /home, no host /proc.
 
-Each session then (`enter_session_view`, in its reaper, before the cells run) gets its own mount and IPC
+Each session then (`enter_session_view`, in its reaper, before the cells run) gets its own mount, IPC and UTS
 namespace, one tmpfs capped in bytes and inodes that backs its work dir (= HOME), /tmp, /var/tmp and /dev/shm,
 a fresh /proc of its own PID namespace, and chroots into the view. Interpreter paths under /tmp, /var/tmp or
 /dev/shm are bound again on top of the session's tmpfs. When the session's last process exits the kernel drops
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
@@ -34,7 +35,8 @@ DEVICES = ("null", "zero", "full", "random", "urandom")
 SESSION_DIRS = {".tmp": "/tmp", ".vartmp": "/var/tmp", ".shm": "/dev/shm"}
 # Kernel-wide files of /proc that tell about other users and the host (docker masks the same): /dev/null on top.
 PROC_MASKED = ("keys", "key-users", "kcore", "timer_list", "sched_debug", "sysrq-trigger", "kallsyms", "kmsg")
-STAGING = "/.session"   # empty directory of the view where a session first mounts its tmpfs
+HOSTNAME = "session"
+STAGING = "/.session"   # directory of the view where a session mounts its tmpfs (its parts are bound elsewhere)
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -200,7 +202,8 @@ def enter_session_view(view: dict[str, Any], workdir: str, uid: int, gid: int, *
     view with `enter_view`."""
     root = view["root"]
     V = lambda p: root + p  # noqa: E731
-    limits.unshare(limits.CLONE_NEWNS | limits.CLONE_NEWIPC)
+    limits.unshare(limits.CLONE_NEWNS | limits.CLONE_NEWIPC | limits.CLONE_NEWUTS)
+    socket.sethostname(HOSTNAME)  # not the host's name
     stage = V(STAGING)
     limits.mount("tmpfs", stage, "tmpfs", limits.MS_NOSUID | limits.MS_NODEV,
                  f"mode=0711,size={int(size)},nr_inodes={int(inodes)}")
@@ -220,7 +223,8 @@ def enter_session_view(view: dict[str, Any], workdir: str, uid: int, gid: int, *
     os.chmod(V(pool_root), 0o711)   # sessions may enter their own dir, never list the pool's
     os.mkdir(V(workdir), 0o700)
     os.chown(V(workdir), uid, gid)
-    limits.umount2(stage, limits.MNT_DETACH)   # its binds keep the tmpfs alive; the staging dir is empty again
+    # The tmpfs stays mounted at the staging dir too (0711, so not listable): unmounting it would cost an RCU
+    # grace period (5 ms and more on a loaded host) for nothing; the namespace goes with the session anyway.
     if new_proc:
         limits.mount("proc", V("/proc"), "proc", limits.MS_NOSUID | limits.MS_NODEV | limits.MS_NOEXEC)
         for name in PROC_MASKED:
