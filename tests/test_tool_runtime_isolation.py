@@ -133,6 +133,8 @@ def test_ipc_objects_are_private_and_die_with_the_session(pool, two):
     require_private(a, b, "ipc")
     assert pool.info["isolation"]["ipc_namespace"]
     assert a.run(SYSV_AND_MQ).output == "True True True\n"
+    mine = "[str(0x7007) in open(f'/proc/sysvipc/{k}').read().split() for k in ('shm', 'msg')]"
+    assert value(a, mine) == [True, True]
     seen = value(b, "[open('/proc/sysvipc/shm').read().count('\\n'), open('/proc/sysvipc/msg').read().count('\\n')]")
     assert seen == [1, 1]  # headers only: B sees no segment and no queue of A
     r = b.run("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"

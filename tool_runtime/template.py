@@ -285,7 +285,7 @@ class Template:
         try:
             pid = os.fork()
         except BaseException:
-            if self.plan["pid_namespace"]:
+            if self.pidns_fd is not None:
                 limits.setns(self.pidns_fd, limits.CLONE_NEWPID)
             ours.close()
             theirs.close()
@@ -306,7 +306,7 @@ class Template:
                 session_entry(theirs, self.shell, cfg, self.plan, spec, self.seccomp_filter)
             finally:
                 os._exit(70)
-        if self.plan["pid_namespace"]:
+        if self.pidns_fd is not None:  # set exactly when the plan has PID namespaces
             limits.setns(self.pidns_fd, limits.CLONE_NEWPID)  # later forks must not land in this namespace
         theirs.close()
         pidfd = os.pidfd_open(pid)
