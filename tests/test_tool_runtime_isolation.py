@@ -93,20 +93,30 @@ def test_tmp_shm_home_are_private_to_each_session(pool, two):
         assert not os.path.lexists(p) or "planted" not in Path(p).read_text(errors="replace")
 
 
+def require_capped_tmpfs(session) -> None:
+    """Prove the session's /tmp, /var/tmp, /dev/shm and work dir are one tmpfs with the pool's caps."""
+    facts = value(session, "[[os.statvfs(p).f_blocks * os.statvfs(p).f_frsize, os.statvfs(p).f_files, "
+                           "os.stat(p).st_dev] for p in ('/tmp', '/var/tmp', '/dev/shm', '.')] "
+                           "if (os := __import__('os')) else 0")
+    if not all(f == [TMP_BYTES, TMP_INODES, facts[0][2]] for f in facts):
+        pytest.fail(f"the session's scratch space is not one capped tmpfs ({facts}): not filling it")
+
+
 def test_filling_the_tmpfs_hurts_only_the_filler(pool, two):
     a, b = two
     require_private(a, b, "mnt")
-    r = a.run(textwrap.dedent("""\
+    require_capped_tmpfs(a)
+    r = a.run(textwrap.dedent(f"""\
         import os
         n = 0
         try:
             with open('/dev/shm/fill', 'wb') as f:
-                while True:
+                for _ in range({(TMP_BYTES >> 20) + 8}):
                     f.write(b'x' * (1 << 20)); n += 1
         except OSError as e:
             print('stopped', e.errno, n)"""))
     assert r.output.startswith("stopped 28 ") and int(r.output.split()[2]) <= TMP_BYTES >> 20, r.output
-    r = a.run("import os\nn = 0\ntry:\n    while True:\n        os.mkdir(f'/tmp/d{n}'); n += 1\n"
+    r = a.run(f"import os\nn = 0\ntry:\n    for n in range({TMP_INODES + 64}):\n        os.mkdir(f'/tmp/d{{n}}')\n"
               "except OSError as e:\n    print('stopped', e.errno, n)")
     assert r.output.startswith("stopped 28 ") and int(r.output.split()[2]) <= TMP_INODES, r.output
     # The neighbour can still write in all of its places.
