@@ -269,6 +269,8 @@ def _lock_down(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any], c
     elif users:
         limits.drop_privileges(uid, gid)
     else:
+        if plan.get("user_namespace"):  # root of the template's user namespace: keep none of its capabilities
+            limits.drop_all_capabilities()
         limits.prctl(limits.PR_SET_NO_NEW_PRIVS, 1)
     keyring = True
     try:
