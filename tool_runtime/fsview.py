@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
@@ -29,7 +30,7 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "passwd", "group",
                "nsswitch.conf", "host.conf", "hosts", "resolv.conf", "gai.conf", "protocols", "services",
                "ssl", "ca-certificates", "alternatives", "mime.types", "os-release", "fonts", "python3",
-               f"python3.{__import__('sys').version_info.minor}", "matplotlibrc")
+               f"python3.{sys.version_info.minor}", "matplotlibrc")
 DEVICES = ("null", "zero", "full", "random", "urandom")
 # Private to each session (subdirectory of its tmpfs -> where it is mounted in the view).
 SESSION_DIRS = {".tmp": "/tmp", ".vartmp": "/var/tmp", ".shm": "/dev/shm"}

@@ -181,6 +181,29 @@ def enter_user_namespace(inner_uid: int, inner_gid: int) -> None:
     Path("/proc/self/gid_map").write_text(f"{inner_gid} {outer_gid} 1")
 
 
+def user_namespaces_work() -> str | None:
+    """Try, in a throw-away child, what the runtime needs from an unprivileged user namespace (map our uid,
+    then a private mount namespace with a tmpfs). None if it works, else why not. A failure half-way (e.g.
+    AppArmor allowing the namespace but no capabilities in it) must not happen in the template itself."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            enter_user_namespace(0, 0)
+            private_mount_namespace()
+            mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=4k")
+            os._exit(0)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent through the pipe
+            os.write(w, str(exc).encode()[:500])
+            os._exit(1)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        why = f.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    return None if status == 0 else (why or f"probe exited with status {status}")
+
+
 # --------------------------------------------------------------------------------------------- mount namespace
 
 def _others_can_traverse(path: str) -> bool:

@@ -85,11 +85,15 @@ class Template:
         # mounts and filter below; each session then maps its own uid in a user namespace of its own.
         user_ns = False
         if not can_admin:
-            try:
-                limits.enter_user_namespace(0, 0)
-                user_ns = can_admin = True
-            except OSError as exc:
-                notes["user_namespace"] = f"unprivileged user namespaces are not available here: {exc}"
+            why = limits.user_namespaces_work()
+            if why is None:
+                try:
+                    limits.enter_user_namespace(0, 0)
+                    user_ns = can_admin = True
+                except OSError as exc:  # worked in the probe; should not happen
+                    why = str(exc)
+            if why is not None:
+                notes["user_namespace"] = f"unprivileged user namespaces are not available here: {why}"
             if user_ns:
                 self._become_pid_namespace_init()
 
