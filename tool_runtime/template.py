@@ -5,14 +5,17 @@ by forking the user's process, which may hold CUDA contexts, OpenMP threads and 
 
 1. dies with its parent (parent-death signal SIGTERM, or EOF on the control socket), killing, reaping and
    cleaning up every session first;
-2. enters a private mount namespace (exposing the Python installation to unprivileged uids; private /tmp,
-   /var/tmp, /dev/shm) and an empty network namespace, probes PID namespaces and cgroups, and decides the
-   isolation plan every session must apply (reported to the pool as `info`);
+2. without root, enters a user namespace of its own where the kernel allows it (and goes on as PID 1 of a PID
+   namespace it owns); joins a fresh session keyring; enters a private mount namespace and builds the
+   sessions' read-only view of the host in it (fsview.py); builds the syscall filter (seccomp.py); enters an
+   empty network namespace, probes PID namespaces and cgroups, and decides the isolation plan every session
+   must apply (reported to the pool as `info`, with the reason for whatever is not in force);
 3. imports the preload modules, builds the IPython shell, runs the warm-up cells, freezes the GC heap and checks
    it is single-threaded;
 4. serves control requests: `fork` (hand over a spare session, or fork one; replies with the session's socket
-   and a pidfd as SCM_RIGHTS), `release` (reap a dead/killed session, remove its cgroups and work dir),
-   `shutdown`; and keeps `spare_sessions` forked ahead.
+   and a pidfd as SCM_RIGHTS), `release` (kill a session, remove its work dir link or tree and, once reaped,
+   its cgroups; never waiting long: a session still exiting is reaped later in the loop), `shutdown`; and
+   keeps `spare_sessions` forked ahead.
 
 Sessions descend from this process, never from the user's process. Each starts as PID 1 of its own PID
 namespace (a root reaper) whose child runs the cells, so `os.kill(os.getppid(), 9)` and `os.kill(-1, 9)` in a
