@@ -9,7 +9,9 @@ x32) kill the process: the filter only knows the native one.
 Denied: the keyring (keyctl, add_key, request_key), io_uring, new namespaces and joining others (unshare,
 setns, clone/clone3 with namespace flags), every mount call (old and new API), pivot_root/chroot, ptrace and
 cross-process memory access, bpf, perf_event_open, userfaultfd, kernel modules, kexec, reboot, swap, quota,
-acct, syslog, file handles (open_by_handle_at), fanotify, and changing host or domain name.
+acct, syslog, file handles (open_by_handle_at), fanotify, changing host or domain name, and sockets of any
+family but unix, IPv4, IPv6 and netlink (AF_VSOCK would reach the hypervisor's host past the network
+namespace).
 """
 from __future__ import annotations
 
@@ -34,6 +36,11 @@ DENIED = (
     "sethostname", "setdomainname",
 )
 
+# Socket families a notebook uses: AF_UNIX (1), AF_INET (2), AF_INET6 (10), AF_NETLINK (16, e.g. for
+# getifaddrs). Every other family fails with EAFNOSUPPORT: AF_VSOCK reaches the hypervisor's host whatever the
+# network namespace, and the rarely used families (AF_ALG, AF_RDS, AF_TIPC, bluetooth, ...) are kernel surface.
+ALLOWED_SOCKET_FAMILIES = (1, 2, 10, 16)
+
 # clone(2) flags that create namespaces (CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME)
 NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000, 0x00000080)
 
@@ -52,6 +59,14 @@ def build_filter() -> Any:
     for flag in NAMESPACE_FLAGS:
         f.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
     f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+    allowed = sorted(ALLOWED_SOCKET_FAMILIES)
+    gaps = [(lo, hi) for lo, hi in zip(allowed, allowed[1:]) if hi - lo > 1]
+    for call in ("socket", "socketpair"):
+        f.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), call, sc.Arg(0, sc.LT, allowed[0]))
+        f.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), call, sc.Arg(0, sc.GT, allowed[-1]))
+        for lo, hi in gaps:  # both comparisons on the same argument: libseccomp needs one rule per comparison
+            for value in range(lo + 1, hi):
+                f.add_rule(sc.ERRNO(errno.EAFNOSUPPORT), call, sc.Arg(0, sc.EQ, value))
     return f
 
 
