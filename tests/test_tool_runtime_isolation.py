@@ -193,9 +193,11 @@ def test_uids_are_unique_and_nothing_persistent_is_writable(pool, two):
     r = a.run(WRITABLE_WALK, timeout=120)
     writable = json.loads(r.output)
     assert {"/tmp", "/var/tmp", "/dev/shm"} <= {p for p, _ in writable}
-    # Only the session's own tmpfs is writable (and the harmless devices).
-    assert all(own for p, own in writable if p not in ("/dev/null", "/dev/zero", "/dev/full", "/dev/random",
-                                                         "/dev/urandom")), writable
+    # Only the session's own tmpfs is writable (and, under a user namespace, the root of its own devpts
+    # instance, where no file can be created).
+    assert all(own for p, own in writable if p != "/dev/pts"), writable
+    r = a.run("open('/dev/pts/x', 'w')")
+    assert r.status == "error", r.output
     a.run("open('/tmp/mine', 'w').write('x'); open('mine', 'w').write('x')")
     workdir = a.workdir
     a.close()
@@ -240,6 +242,9 @@ def test_host_view_is_minimal_and_read_only(pool):
         assert s.run("import email.mime.text, sqlite3, decimal, ssl\nprint('imports ok')").output == "imports ok\n"
         assert s.run("import subprocess\nprint(subprocess.run(['sh', '-c', 'echo hi'], capture_output=True)"
                      ".stdout)").output == "b'hi\\n'\n"
+        # IPython's `!cmd` runs on a pseudo-terminal: the session has a devpts instance of its own.
+        assert s.run("!echo hi").output == "hi\n"
+        assert value(s, "sorted(__import__('os').listdir('/dev/pts'))") == ["ptmx"]
     iso = pool.info["isolation"]
     assert iso["view"]["errors"] == {} and "/usr" in iso["view"]["shown"]
 

@@ -159,7 +159,8 @@ def build_view(root: str, needed: Iterable[str], pool_root: str) -> View:
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2")):
         os.symlink(target, V(f"/dev/{name}"))
-    for path in ("/proc", STAGING, *SESSION_DIRS.values()):
+    os.symlink("pts/ptmx", V("/dev/ptmx"))  # each session mounts a devpts instance of its own on /dev/pts
+    for path in ("/proc", "/dev/pts", STAGING, *SESSION_DIRS.values()):
         os.makedirs(V(path), 0o755, exist_ok=True)
 
     wanted: list[str] = []
@@ -226,6 +227,9 @@ def enter_session_view(view: dict[str, Any], workdir: str, uid: int, gid: int, *
     os.chown(V(workdir), uid, gid)
     # The tmpfs stays mounted at the staging dir too (0711, so not listable): unmounting it would cost an RCU
     # grace period (5 ms and more on a loaded host) for nothing; the namespace goes with the session anyway.
+    # Pseudo-terminals (IPython's `!cmd` runs commands on one): a devpts instance of the session's own.
+    limits.mount("devpts", V("/dev/pts"), "devpts", limits.MS_NOSUID | limits.MS_NOEXEC,
+                 "newinstance,ptmxmode=0666,mode=0620")
     if new_proc:
         limits.mount("proc", V("/proc"), "proc", limits.MS_NOSUID | limits.MS_NODEV | limits.MS_NOEXEC)
         for name in PROC_MASKED:
