@@ -336,7 +336,7 @@ KEYRING_PROBE = textwrap.dedent("""\
         status = open(f'/proc/{{s.pid}}/status').read()
         assert 'Seccomp:\\t2' in status, 'no filter: not attacking'
         cell = ("import ctypes\\nlibc = ctypes.CDLL(None, use_errno=True)\\nbuf = ctypes.create_string_buffer(64)\\n"
-                f"print(libc.syscall(250, 11, {{key}}, buf, 64), ctypes.get_errno(), buf.value, "
+                f"print(libc.syscall({{nr('keyctl')}}, 11, {{key}}, buf, 64), ctypes.get_errno(), buf.value, "
                 "'rtiso' in open('/proc/keys').read())")
         print(json.dumps(s.run(cell).output))
 """)
