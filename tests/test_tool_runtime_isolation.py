@@ -6,6 +6,7 @@ checks the host: nothing of a closed session is left.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -132,28 +133,30 @@ SYSV_AND_MQ = textwrap.dedent("""\
     libc.mq_open.restype = ctypes.c_int
     shm = libc.shmget(0x7007, 64 << 20, 0o1666)     # IPC_CREAT | 0666
     msg = libc.msgget(0x7007, 0o1666)
+    sem = libc.semget(0x7007, 1, 0o1666)
     mq = libc.mq_open(b'/rtiso-mq', os.O_CREAT | os.O_RDWR, 0o666, None)
     if mq >= 0:
         libc.mq_send(mq, b'hello', 5, 0)
-    print(shm >= 0, msg >= 0, mq >= 0)""")
+    print(shm >= 0, msg >= 0, sem >= 0, mq >= 0)""")
 
 
 def test_ipc_objects_are_private_and_die_with_the_session(pool, two):
     a, b = two
     require_private(a, b, "ipc")
     assert pool.info["isolation"]["ipc_namespace"]
-    assert a.run(SYSV_AND_MQ).output == "True True True\n"
-    mine = "[str(0x7007) in open(f'/proc/sysvipc/{k}').read().split() for k in ('shm', 'msg')]"
-    assert value(a, mine) == [True, True]
-    seen = value(b, "[open('/proc/sysvipc/shm').read().count('\\n'), open('/proc/sysvipc/msg').read().count('\\n')]")
-    assert seen == [1, 1]  # headers only: B sees no segment and no queue of A
+    assert a.run(SYSV_AND_MQ).output == "True True True True\n"
+    mine = "[str(0x7007) in open(f'/proc/sysvipc/{k}').read().split() for k in ('shm', 'msg', 'sem')]"
+    assert value(a, mine) == [True, True, True]
+    seen = value(b, "[open(f'/proc/sysvipc/{k}').read().count('\\n') for k in ('shm', 'msg', 'sem')]")
+    assert seen == [1, 1, 1]  # headers only: B sees no segment, queue or semaphore of A
     r = b.run("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
               "print(libc.mq_open(b'/rtiso-mq', os.O_RDONLY, 0, None), ctypes.get_errno())")
     assert r.output == "-1 2\n"  # ENOENT
     a.close()
-    host = Path("/proc/sysvipc/shm").read_text() + Path("/proc/sysvipc/msg").read_text()
-    assert str(0x7007) not in host.split() and "7007" not in host
-    assert not os.path.exists("/dev/mqueue/rtiso-mq")
+    host = "".join(Path(f"/proc/sysvipc/{k}").read_text() for k in ("shm", "msg", "sem"))
+    assert str(0x7007) not in host.split()
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.mq_open(b"/rtiso-mq", os.O_RDONLY, 0, None) == -1 and ctypes.get_errno() == 2
 
 
 # ------------------------------------------------------------------------------------------ 3. uid reuse
