@@ -500,13 +500,15 @@ def _as_nobody(tmp_path: Path, argv: list[str], *, deny_userns: bool = False, ti
 
 
 def test_isolation_checks_hold_without_root(tmp_path):
-    """The checks of this file and the hostile cells, re-run by an unprivileged user (nobody) in a subprocess:
-    the pool gets the same isolation from user namespaces (a uid mapped per session instead of setuid)."""
+    """The checks of this file, the hostile cells and the lifecycle tests, re-run by an unprivileged user
+    (nobody) in a subprocess: the pool gets the same isolation from user namespaces (a uid mapped per session
+    instead of setuid), and survives its template being killed (then the process the pool started is a shim)."""
     if os.geteuid() != 0:
         pytest.skip("the suite already runs unprivileged: the other tests of this file are these checks")
     out = _as_nobody(tmp_path, [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
                                 "-k", "not without_", str(Path(__file__)),
-                                str(Path(__file__).with_name("test_tool_runtime_hostile.py"))])
+                                str(Path(__file__).with_name("test_tool_runtime_hostile.py")),
+                                str(Path(__file__).with_name("test_tool_runtime.py"))])
     assert out.returncode == 0 and " passed" in out.stdout, out.stdout[-5000:] + out.stderr[-2000:]
     assert "skipped" not in out.stdout and "failed" not in out.stdout
 

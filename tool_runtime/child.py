@@ -250,9 +250,13 @@ def _lock_down(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any], c
         if users:
             os.chown(workdir, uid, gid)
     _close_inherited_fds({channel.fileno()})
-    if users and plan.get("user_namespace"):
-        # Before chroot: the kernel refuses new user namespaces to chrooted processes.
-        limits.enter_user_namespace(uid, gid)   # only this uid exists for the session; the pool's uid outside
+    if plan.get("user_namespace"):
+        # Before chroot: the kernel refuses new user namespaces to chrooted processes. Only this uid exists for
+        # the session (the pool's uid outside); without per-session uids it is the pool's own uid inside too.
+        if users:
+            limits.enter_user_namespace(uid, gid)
+        else:
+            limits.enter_user_namespace(plan["pool_uid"], plan["pool_gid"])
     if plan.get("view"):
         fsview.enter_view(plan["view"], workdir)
     else:
@@ -263,14 +267,12 @@ def _lock_down(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any], c
         open_files=cfg.max_open_files, cpu_seconds=cfg.cpu_seconds,
         processes=cfg.max_processes if users else None)
     os.umask(0o077)
-    if users and plan.get("user_namespace"):
+    if plan.get("user_namespace"):
         limits.drop_all_capabilities()
         limits.prctl(limits.PR_SET_NO_NEW_PRIVS, 1)
     elif users:
         limits.drop_privileges(uid, gid)
     else:
-        if plan.get("user_namespace"):  # root of the template's user namespace: keep none of its capabilities
-            limits.drop_all_capabilities()
         limits.prctl(limits.PR_SET_NO_NEW_PRIVS, 1)
     keyring = True
     try:

@@ -87,6 +87,7 @@ class Template:
         # Without root: a user namespace of our own (we are its root, mapped to our uid) gives the namespaces,
         # mounts and filter below; each session then maps its own uid in a user namespace of its own.
         user_ns = False
+        pool_uid, pool_gid = os.geteuid(), os.getegid()
         if not can_admin:
             why = limits.user_namespaces_work()
             if why is None:
@@ -212,7 +213,7 @@ class Template:
 
         threads = limits.thread_count()
         self.plan = {"pid_namespace": pid_ns, "net_namespace": net_ns and not cfg.network, "users": users,
-                     "user_namespace": user_ns,
+                     "user_namespace": user_ns, "pool_uid": pool_uid, "pool_gid": pool_gid,
                      "view": view.to_dict() if view is not None else None, "seccomp": seccomp_ok}
         self.vm_size = limits.vm_size()
         self.info = {
@@ -521,6 +522,8 @@ def main() -> None:
     limits.set_parent_death_signal(signal.SIGTERM)
     if os.getppid() != parent_pid:  # the parent died before the death signal was armed
         os._exit(1)
+    # Whether the user's process itself is gone (not only our direct parent: without root that is a shim).
+    parent_fd = os.pidfd_open(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # a Ctrl-C for the user's program is not for us
     os.environ.pop("PYTHONPATH", None)             # only needed to find this package; not for sessions
     ctl = socket.socket(fileno=ctl_fd)
@@ -543,8 +546,8 @@ def main() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if template is not None:
             template.shutdown()
-            if not orderly:  # the parent is gone (or hung up): nobody else will remove the pool's directory
-                template.remove_root()
+            if not orderly and select.select([parent_fd], [], [], 0)[0]:
+                template.remove_root()  # the user's process is gone: nobody else will remove the pool's directory
     os._exit(0)
 
 
