@@ -21,7 +21,7 @@ import time
 import traceback
 from typing import Any, NoReturn
 
-from . import limits, tracebacks
+from . import fsview, limits, tracebacks
 from .config import RuntimeConfig
 from .output import BoundedWriter, FdCapture, NoStdin
 from .protocol import FrameReader, PeerClosed, ProtocolError, send_frame
@@ -285,51 +285,92 @@ def _reseed() -> None:
 
 
 def _enter_namespaces(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any]) -> None:
-    """Steps the session process takes as root: stdin, cgroups, network namespace, OOM priority."""
-    limits.set_parent_death_signal(signal.SIGKILL)
+    """Steps the session's first process takes as root, before the process that runs cells is forked (it
+    inherits all of it): stdin, cgroups, OOM priority, network namespace, then its own mount and IPC namespace,
+    tmpfs and /proc (fsview.py)."""
     devnull = os.open("/dev/null", os.O_RDWR)
     os.dup2(devnull, 0)
     os.close(devnull)
     if spec.get("cgroups"):
         limits.Cgroups.join(spec["cgroups"])
-    if plan["net_namespace"]:
-        limits.unshare(limits.CLONE_NEWNET)
     try:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")  # under memory pressure the kernel kills a session before the user's process
     except OSError:
         pass
+    if plan["net_namespace"]:
+        limits.unshare(limits.CLONE_NEWNET)
+    if plan.get("view"):
+        # In a user namespace the work dir belongs to the pool's uid, which the session's own uid maps to.
+        owner = os.getuid() if plan.get("user_namespace") or not plan["users"] else spec["uid"]
+        fsview.enter_session_view(plan["view"], spec["workdir"], owner, owner,
+                                  size=cfg.tmp_bytes, inodes=cfg.tmp_inodes, new_proc=True)
     if cfg.nice:
         os.nice(cfg.nice)
 
 
-def _lock_down(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    """Then, still in the session process: work dir, rlimits, unprivileged uid, environment, seeds."""
-    gpid = limits.global_pid()
+def _close_inherited_fds(keep: set[int]) -> None:
+    """Close every descriptor the template or the reaper left open (e.g. the host's /proc), except `keep`."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _lock_down(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any], channel: socket.socket,
+               seccomp_filter: Any) -> dict[str, Any]:
+    """Then, in the process that runs cells: work dir, rlimits, unprivileged uid, fresh keyring, syscall
+    filter, environment, seeds."""
     users = plan["users"]
-    uid = cfg.uid_base + gpid if users else os.getuid()
+    uid = spec["uid"]
     gid = uid if users else os.getgid()
     workdir = spec["workdir"]
-    os.mkdir(workdir, 0o700)
-    if users:
-        os.chown(workdir, uid, gid)
-    os.chdir(workdir)
+    if not plan.get("view"):  # no view: a directory on the host, removed by the template after the session
+        os.mkdir(workdir, 0o700)
+        if users:
+            os.chown(workdir, uid, gid)
+    _close_inherited_fds({channel.fileno()})
+    if plan.get("user_namespace"):
+        # Before chroot: the kernel refuses new user namespaces to chrooted processes. Only this uid exists for
+        # the session (the pool's uid outside); without per-session uids it is the pool's own uid inside too.
+        if users:
+            limits.enter_user_namespace(uid, gid)
+        else:
+            limits.enter_user_namespace(plan["pool_uid"], plan["pool_gid"])
+    if plan.get("view"):
+        fsview.enter_view(plan["view"], workdir)
+    else:
+        os.chdir(workdir)
 
     applied = limits.apply_rlimits(
         address_space=spec["vm_size"] + cfg.memory_limit, file_bytes=cfg.max_file_bytes,
         open_files=cfg.max_open_files, cpu_seconds=cfg.cpu_seconds,
         processes=cfg.max_processes if users else None)
     os.umask(0o077)
-    if users:
+    if plan.get("user_namespace"):
+        limits.drop_all_capabilities()
+        limits.prctl(limits.PR_SET_NO_NEW_PRIVS, 1)
+    elif users:
         limits.drop_privileges(uid, gid)
     else:
         limits.prctl(limits.PR_SET_NO_NEW_PRIVS, 1)
+    keyring = True
+    try:
+        limits.join_new_session_keyring()
+    except OSError:
+        keyring = False
+    if seccomp_filter is not None:
+        seccomp_filter.load()
 
     os.environ.update(HOME=workdir, TMPDIR=workdir, PWD=workdir, USER="session", LOGNAME="session")
     tempfile.tempdir = None
     _reseed()
     gc.enable()
-    return {"pid": gpid, "ns_pid": os.getpid(), "uid": os.getuid(), "rlimits": applied}
+    return {"pid": spec["host_pid"], "ns_pid": os.getpid(), "uid": os.getuid(), "rlimits": applied,
+            "keyring": keyring, "seccomp": seccomp_filter is not None, "view": bool(plan.get("view"))}
 
 
 def _reaper_exit_code(status: int) -> int:
@@ -363,25 +404,39 @@ def _reap_forever(session_pid: int) -> NoReturn:
 
 
 def session_entry(channel: socket.socket, shell, cfg: RuntimeConfig, plan: dict[str, Any],
-                  spec: dict[str, Any]) -> NoReturn:
+                  spec: dict[str, Any], seccomp_filter: Any = None) -> NoReturn:
     """First code of a freshly forked session (called in the template's child). Never returns."""
     reply_cap = max_reply_bytes(cfg.max_output_chars)
     try:
         os.setsid()
         limits.set_parent_death_signal(signal.SIGKILL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the template's clean-up handler is not for sessions
+        # The uid is derived from the host pid of the session's first process, which lives exactly as long as
+        # the session: no two live sessions share it. Files of a session live only in its own tmpfs, which
+        # dies with it, so a later session that gets the same number finds nothing of the earlier one.
+        first_pid = limits.global_pid()
+        spec["uid"] = cfg.uid_base + first_pid if plan["users"] else os.getuid()
+        spec["host_pid"] = first_pid
+        host_proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        _enter_namespaces(cfg, plan, spec)
         if plan["pid_namespace"]:
             # We are PID 1 of a new namespace. The session proper runs as our child (PID 2), so that
-            # os.kill(os.getppid(), 9) hits an immune init and orphans of the cell get reaped. Fork at once:
-            # the less this process runs, the fewer of the template's pages it copies.
+            # os.kill(os.getppid(), 9) hits an immune init and orphans of the cell get reaped.
             session_pid = os.fork()
             if session_pid:
                 channel.close()
+                os.close(host_proc)
+                # Not dumpable: the session may not read our memory or /proc/1/root (the host's tree, as we are
+                # not chrooted), even where it has the same uid on the host (user namespaces).
+                limits.prctl(limits.PR_SET_DUMPABLE, 0)
                 _reap_forever(session_pid)
-        _enter_namespaces(cfg, plan, spec)
+            limits.set_parent_death_signal(signal.SIGKILL)
+            # Our host pid, through the host's /proc (the one mounted now shows only this namespace).
+            spec["host_pid"] = int(os.readlink("self", dir_fd=host_proc))
+        os.close(host_proc)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which refuses the session
         _fail(channel, exc, reply_cap)
-    session_main(channel, shell, cfg, plan, spec)
+    session_main(channel, shell, cfg, plan, spec, seccomp_filter)
 
 
 def _fail(channel: socket.socket, exc: BaseException, reply_cap: int) -> NoReturn:
@@ -392,11 +447,11 @@ def _fail(channel: socket.socket, exc: BaseException, reply_cap: int) -> NoRetur
 
 
 def session_main(channel: socket.socket, shell, cfg: RuntimeConfig, plan: dict[str, Any],
-                 spec: dict[str, Any]) -> NoReturn:
+                 spec: dict[str, Any], seccomp_filter: Any = None) -> NoReturn:
     """The session process: lock down, then answer `run` frames until the channel closes."""
     reply_cap = max_reply_bytes(cfg.max_output_chars)
     try:
-        facts = _lock_down(cfg, plan, spec)
+        facts = _lock_down(cfg, plan, spec, channel, seccomp_filter)
         capture = FdCapture()
         writer = BoundedWriter(cfg.max_output_chars, capture)
         capture.writer = writer

@@ -46,13 +46,15 @@ class RuntimeConfig:
     memory_limit: int = 4 * GiB          # address space allowed above the template's VmSize; memory cgroup limit
     max_file_bytes: int = 1 * GiB        # RLIMIT_FSIZE: largest file a session can write
     max_open_files: int = 1024           # RLIMIT_NOFILE
-    tmp_bytes: int = 1 * GiB             # size of the pool's private /tmp, /var/tmp and /dev/shm (each)
+    tmp_bytes: int = 1 * GiB             # size of a session's tmpfs: work dir (HOME), /tmp, /var/tmp, /dev/shm together
+    tmp_inodes: int = 65536              # files + directories in that tmpfs (bounds what the kernel frees at close)
     max_processes: int = 64              # pids cgroup limit (processes + threads) and RLIMIT_NPROC
     cpu_seconds: int = 3600              # RLIMIT_CPU backstop over a session process's whole life
     cgroups: bool = True                 # per-session pids + memory cgroups where writable
     network: bool = False                # False: each session gets an empty network namespace
     isolate_users: bool = True           # as root: each session runs as its own unprivileged uid
-    uid_base: int = 2_000_000_000        # session uid = uid_base + the session's pid
+    uid_base: int = 2_000_000_000        # session uid = uid_base + host pid of the session's first process
+    seccomp: bool = True                 # load the syscall filter of seccomp.py in every session
     spare_sessions: int = 2              # sessions the template keeps forked ahead so open() returns at once
     nice: int = 0                        # added niceness of sessions (0 = same priority as the template)
     warmup: str = DEFAULT_WARMUP
@@ -79,7 +81,7 @@ class RuntimeConfig:
         if self.max_output_chars < 1:
             raise ValueError("max_output_chars must be >= 1")
         for name in ("memory_limit", "max_file_bytes", "max_open_files", "max_processes", "cpu_seconds",
-                     "tmp_bytes"):
+                     "tmp_bytes", "tmp_inodes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         if self.spare_sessions < 0:

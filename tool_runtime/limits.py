@@ -17,8 +17,13 @@ from typing import Iterable
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.syscall.restype = ctypes.c_long
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
@@ -26,11 +31,20 @@ PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 
+MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
+MS_RELATIME = 1 << 21
+MNT_DETACH = 2
+
+KEYCTL_JOIN_SESSION_KEYRING = 1
 
 CAP_SYS_ADMIN = 21
 
@@ -58,6 +72,20 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int, data:
     _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount({target})")
 
 
+def umount2(target: str, flags: int) -> None:
+    _check(_libc.umount2(os.fsencode(target), flags), f"umount2({target})")
+
+
+def join_new_session_keyring() -> int:
+    """Replace the inherited session keyring (which may hold the user's secrets) by a new, empty one."""
+    from .seccomp import syscall_number
+    serial = _libc.syscall(syscall_number("keyctl"), KEYCTL_JOIN_SESSION_KEYRING, None)
+    if serial < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"keyctl(JOIN_SESSION_KEYRING): {os.strerror(err)}")
+    return int(serial)
+
+
 def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
     """Ask the kernel to send `sig` when the parent (strictly: the parent *thread*) exits."""
     prctl(PR_SET_PDEATHSIG, int(sig))
@@ -73,6 +101,14 @@ def has_capability(cap: int) -> bool:
 def global_pid() -> int:
     """This process's pid as the host (the /proc mount's namespace) sees it, also inside a new PID namespace."""
     return int(os.readlink("/proc/self"))
+
+
+def pidfd_pid(pidfd: int) -> int:
+    """The pid a pidfd refers to, as the host (the /proc mount's namespace) numbers it."""
+    for line in Path(f"/proc/self/fdinfo/{pidfd}").read_text().splitlines():
+        if line.startswith("Pid:"):
+            return int(line.split()[1])
+    raise OSError(errno.EINVAL, f"fd {pidfd} is not a pidfd")
 
 
 def vm_size() -> int:
@@ -118,6 +154,56 @@ def drop_privileges(uid: int, gid: int) -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def drop_all_capabilities() -> None:
+    """Empty the effective, permitted and inheritable sets (and so the ambient set) for good."""
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+def enter_user_namespace(inner_uid: int, inner_gid: int) -> None:
+    """Unshare a user namespace in which this process is `inner_uid`/`inner_gid` (mapped to its current ids).
+
+    Needs no privilege where the kernel allows unprivileged user namespaces; the process has every capability
+    inside the new namespace (and none outside) until it drops them."""
+    outer_uid, outer_gid = os.geteuid(), os.getegid()
+    unshare(CLONE_NEWUSER)
+    Path("/proc/self/setgroups").write_text("deny")
+    Path("/proc/self/uid_map").write_text(f"{inner_uid} {outer_uid} 1")
+    Path("/proc/self/gid_map").write_text(f"{inner_gid} {outer_gid} 1")
+
+
+def user_namespaces_work() -> str | None:
+    """Try, in a throw-away child, what the runtime needs from an unprivileged user namespace (map our uid,
+    then a private mount namespace with a tmpfs). None if it works, else why not. A failure half-way (e.g.
+    AppArmor allowing the namespace but no capabilities in it) must not happen in the template itself."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            enter_user_namespace(0, 0)
+            private_mount_namespace()
+            mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=4k")
+            os._exit(0)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent through the pipe
+            os.write(w, str(exc).encode()[:500])
+            os._exit(1)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        why = f.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    return None if status == 0 else (why or f"probe exited with status {status}")
+
+
 # --------------------------------------------------------------------------------------------- mount namespace
 
 def _others_can_traverse(path: str) -> bool:
@@ -136,64 +222,6 @@ def first_blocked(path: str) -> tuple[str, str] | None:
         if not os.path.isdir(cur):
             return None
     return None
-
-
-def expose_paths(paths: Iterable[str], max_rounds: int = 8) -> list[str]:
-    """Make `paths` reachable for unprivileged uids in this (private) mount namespace, and nothing else.
-
-    A directory on the way that "others" cannot traverse (e.g. /root, mode 0700, holding a pyenv) is covered by
-    a small tmpfs that contains bind mounts of only the needed children, so an unprivileged session can import
-    from the Python installation while the rest of that directory (dotfiles, tokens) stays invisible.
-    The caller must already be in its own mount namespace with private propagation. Returns the covered dirs.
-    """
-    paths = sorted({os.path.realpath(p) for p in paths if p and os.path.exists(p)})
-    covered: list[str] = []
-    for _ in range(max_rounds):
-        blocked: dict[str, set[str]] = {}
-        for p in paths:
-            hit = first_blocked(p)
-            if hit:
-                blocked.setdefault(hit[0], set()).add(hit[1])
-        if not blocked:
-            return covered
-        for directory, names in sorted(blocked.items()):
-            keep = {}
-            for name in sorted(names):
-                src = os.path.join(directory, name)
-                keep[name] = (os.open(src, os.O_PATH | os.O_CLOEXEC), os.path.isdir(src))
-            mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
-            for name, (fd, is_dir) in keep.items():
-                target = os.path.join(directory, name)
-                if is_dir:
-                    os.mkdir(target, 0o755)
-                else:
-                    open(target, "w").close()
-                mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
-                os.close(fd)
-            covered.append(directory)
-    raise RuntimeError(f"could not expose {paths} within {max_rounds} rounds")
-
-
-def private_tmpfs(directory: str, size: int, keep: Iterable[str] = ()) -> None:
-    """Cover `directory` (e.g. /tmp) with a fresh sticky world-writable tmpfs of at most `size` bytes, so that
-    what sessions leave there is private to this mount namespace and vanishes with it. Entries directly below
-    `directory` that lead to a path in `keep` are bind-mounted back (e.g. the pool's own directory)."""
-    directory = os.path.realpath(directory)
-    names = set()
-    for path in keep:
-        rel = os.path.relpath(os.path.realpath(path), directory)
-        if rel != "." and not rel.startswith(".."):
-            names.add(rel.split(os.sep, 1)[0])
-    fds = {name: os.open(os.path.join(directory, name), os.O_PATH | os.O_CLOEXEC) for name in sorted(names)}
-    try:
-        mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={int(size)}")
-        for name, fd in fds.items():
-            target = os.path.join(directory, name)
-            os.mkdir(target, 0o700)
-            mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
-    finally:
-        for fd in fds.values():
-            os.close(fd)
 
 
 def private_mount_namespace() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +23,7 @@ import weakref
 from types import EllipsisType
 from typing import Any, Iterable
 
+from .cleanup import remove_tree
 from .config import GiB, RuntimeConfig
 from .launcher import TemplateError, TemplateHandle
 from .protocol import PeerClosed, ProtocolError
@@ -67,8 +67,7 @@ def _remove_dir(path: str, wait: float) -> None:
 
     What a cell left there is unbounded (100k directories take minutes; a 1500-deep tree makes a recursive
     delete raise RecursionError), so the directory is first renamed away (it is gone at once for everybody)
-    and then deleted by `rm -rf --one-file-system` (iterative, never follows symlinks), which is left to
-    finish on its own if it takes longer than `wait`."""
+    and then removed by :func:`cleanup.remove_tree`, which goes on in the background past `wait`."""
     if not os.path.lexists(path):
         return
     trash = f"{path}.removing"
@@ -76,18 +75,7 @@ def _remove_dir(path: str, wait: float) -> None:
         os.rename(path, trash)
     except OSError:
         trash = path
-    try:
-        rm = subprocess.Popen(["rm", "-rf", "--one-file-system", "--", trash], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    except OSError as exc:
-        log.warning("could not start rm for %s (%s); removing it in a thread", trash, exc)
-        threading.Thread(target=shutil.rmtree, args=(trash, True), daemon=True).start()
-        return
-    try:
-        rm.wait(timeout=wait)
-    except subprocess.TimeoutExpired:
-        log.warning("removing %s takes longer than %.0f s; it goes on in the background (pid %d)", trash, wait, rm.pid)
-        threading.Thread(target=rm.wait, name="tool_runtime-rm", daemon=True).start()  # reaps it when done
+    remove_tree(trash, timeout=wait)
 
 
 class SessionPool:
@@ -102,8 +90,10 @@ class SessionPool:
                       of its memory cgroup when one is available
     max_file_bytes    largest file a session may write (RLIMIT_FSIZE)
     max_open_files    RLIMIT_NOFILE
-    tmp_bytes         size cap of the pool's private /tmp, /var/tmp and /dev/shm (tmpfs, shared by its sessions,
-                      removed with the pool; needs a mount namespace, i.e. root)
+    tmp_bytes         size cap of a session's own tmpfs: its work dir (= HOME), /tmp, /var/tmp and /dev/shm
+                      together (memory-backed; gone with the session; needs a mount namespace)
+    tmp_inodes        files + directories in that tmpfs
+    seccomp           load a syscall filter in every session (keyring, io_uring, namespaces, mount, ptrace, ...)
     max_processes     processes + threads per session (pids cgroup; RLIMIT_NPROC under a per-session uid)
     cpu_seconds       RLIMIT_CPU backstop per session process
     preload           modules imported once in the template and shared by all sessions
@@ -126,7 +116,7 @@ class SessionPool:
     def __init__(self, max_sessions: int = 256, timeout: float = 10.0, max_output_chars: int = 1000, *,
                  interrupt_grace: float = 0.5, open_timeout: float | None = 60.0,
                  memory_limit: int = 4 * GiB, max_file_bytes: int = 1 * GiB, max_open_files: int = 1024,
-                 tmp_bytes: int = 1 * GiB,
+                 tmp_bytes: int = 1 * GiB, tmp_inodes: int = 65536, seccomp: bool = True,
                  max_processes: int = 64, cpu_seconds: int = 3600,
                  preload: Iterable[str] = ("numpy", "sympy"), network: bool = False, cgroups: bool = True,
                  isolate_users: bool = True, uid_base: int = 2_000_000_000, nice: int = 0,
@@ -151,6 +141,7 @@ class SessionPool:
         kwargs: dict[str, Any] = dict(
             max_output_chars=self.max_output_chars, preload=tuple(preload), memory_limit=int(memory_limit),
             max_file_bytes=int(max_file_bytes), max_open_files=int(max_open_files), tmp_bytes=int(tmp_bytes),
+            tmp_inodes=int(tmp_inodes), seccomp=bool(seccomp),
             max_processes=int(max_processes), cpu_seconds=int(cpu_seconds), network=bool(network),
             cgroups=bool(cgroups), isolate_users=bool(isolate_users), uid_base=int(uid_base), nice=int(nice),
             spare_sessions=int(spare_sessions),
@@ -170,7 +161,7 @@ class SessionPool:
         try:
             self._template = self._start_template()
         except BaseException:
-            shutil.rmtree(self._root, ignore_errors=True)
+            _remove_dir(self._root, wait=REMOVE_WAIT)
             raise
         self._finalizer = weakref.finalize(self, _finalize, self._template, self._root)
         _live_pools.add(self)
@@ -255,6 +246,11 @@ class SessionPool:
                 self._release_proc(proc)
                 raise RuntimeError(f"session set-up failed: {ready.get('error', ready.get('op'))}")
             proc.facts = ready
+            if ready.get("view"):  # the work dir is in the session's mount namespace: link it for the host
+                try:
+                    os.symlink(f"/proc/{int(ready['pid'])}/root{proc.workdir}", proc.workdir)
+                except OSError:
+                    pass  # the session is already gone (then run() restarts it) or the link exists
             return proc
         raise AssertionError("unreachable")
 
@@ -362,6 +358,7 @@ class SessionPool:
             self._pool_executor.shutdown(wait=False, cancel_futures=True)
         self._finalizer.detach()
         _remove_dir(self._root, wait=REMOVE_WAIT)
+        _live_pools.discard(self)
 
     def _forget_after_fork(self) -> None:
         self._closed = True

@@ -5,14 +5,17 @@ by forking the user's process, which may hold CUDA contexts, OpenMP threads and 
 
 1. dies with its parent (parent-death signal SIGTERM, or EOF on the control socket), killing, reaping and
    cleaning up every session first;
-2. enters a private mount namespace (exposing the Python installation to unprivileged uids; private /tmp,
-   /var/tmp, /dev/shm) and an empty network namespace, probes PID namespaces and cgroups, and decides the
-   isolation plan every session must apply (reported to the pool as `info`);
+2. without root, enters a user namespace of its own where the kernel allows it (and goes on as PID 1 of a PID
+   namespace it owns); joins a fresh session keyring; enters a private mount namespace and builds the
+   sessions' read-only view of the host in it (fsview.py); builds the syscall filter (seccomp.py); enters an
+   empty network namespace, probes PID namespaces and cgroups, and decides the isolation plan every session
+   must apply (reported to the pool as `info`, with the reason for whatever is not in force);
 3. imports the preload modules, builds the IPython shell, runs the warm-up cells, freezes the GC heap and checks
    it is single-threaded;
 4. serves control requests: `fork` (hand over a spare session, or fork one; replies with the session's socket
-   and a pidfd as SCM_RIGHTS), `release` (reap a dead/killed session, remove its cgroups and work dir),
-   `shutdown`; and keeps `spare_sessions` forked ahead.
+   and a pidfd as SCM_RIGHTS), `release` (kill a session, remove its work dir link or tree and, once reaped,
+   its cgroups; never waiting long: a session still exiting is reaped later in the loop), `shutdown`; and
+   keeps `spare_sessions` forked ahead.
 
 Sessions descend from this process, never from the user's process. Each starts as PID 1 of its own PID
 namespace (a root reaper) whose child runs the cells, so `os.kill(os.getppid(), 9)` and `os.kill(-1, 9)` in a
@@ -26,20 +29,22 @@ import importlib
 import os
 import secrets
 import select
-import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 import traceback
 from typing import Any
 
-from . import limits
+from . import cleanup, fsview, limits, seccomp
 from .child import make_shell, session_entry, warm_up
 from .config import RuntimeConfig
 from .protocol import FrameReader, PeerClosed, ProtocolError, encode, send_frame
 
 CTL_MAX_BYTES = 1 << 20
+RELEASE_WAIT = 0.8  # seconds `release` waits for a killed session to be reaped before answering
+_LAUNCHER_PATH: str | None = None  # set by main: the PYTHONPATH entry that only served to find this package
 
 
 def _exit_status(status: int, via_reaper: bool) -> dict[str, Any]:
@@ -69,6 +74,9 @@ class Template:
         self.info: dict[str, Any] = {}
         self.spares: collections.deque[dict[str, Any]] = collections.deque()
         self.root_parent_fd: int | None = None
+        self.seccomp_filter: Any = None
+        self.dying: dict[int, dict[str, Any]] = {}      # released, killed, not reaped yet
+        self.janitors: list[subprocess.Popen] = []       # `rm -rf` of work dirs on the host (no view)
 
     # ----------------------------------------------------------------------------------------- start-up
     def prepare(self) -> None:
@@ -76,46 +84,90 @@ class Template:
         notes: dict[str, str] = {}
         is_root = os.geteuid() == 0
         can_admin = limits.has_capability(limits.CAP_SYS_ADMIN)
+        # Without root: a user namespace of our own (we are its root, mapped to our uid) gives the namespaces,
+        # mounts and filter below; each session then maps its own uid in a user namespace of its own.
+        user_ns = False
+        pool_uid, pool_gid = os.geteuid(), os.getegid()
+        if not can_admin:
+            why = limits.user_namespaces_work()
+            if why is None:
+                try:
+                    limits.enter_user_namespace(0, 0)
+                    user_ns = can_admin = True
+                except OSError as exc:  # worked in the probe; should not happen
+                    why = str(exc)
+            if why is not None:
+                notes["user_namespace"] = f"unprivileged user namespaces are not available here: {why}"
+            if user_ns:
+                self._become_pid_namespace_init()
 
-        # Mount namespace first: it is needed to expose the Python installation to unprivileged session uids.
+        # A fresh session keyring: the one inherited from the user's process may hold secrets.
+        try:
+            limits.join_new_session_keyring()
+        except OSError as exc:
+            notes["keyring"] = str(exc)
+
+        # Mount namespace first: the sessions' read-only view of the host is built in it (fsview.py).
         mount_ns = False
-        exposed: list[str] = []
+        view: fsview.View | None = None
         if can_admin:
             try:
                 limits.private_mount_namespace()
                 mount_ns = True
             except OSError as exc:
                 notes["mount_namespace"] = str(exc)
-        users = False
-        if cfg.isolate_users and is_root:
-            needed = [p for p in sys.path if p] + [sys.prefix, sys.exec_prefix, sys.base_prefix,
-                                                 os.path.dirname(sys.executable), cfg.workdir_root]
-            try:
-                if mount_ns:
-                    exposed = limits.expose_paths(needed)
-                    users = True
-                elif not any(limits.first_blocked(os.path.realpath(p)) for p in needed if os.path.exists(p)):
-                    users = True
-                else:
-                    notes["users"] = "the Python installation is not readable by other uids and no mount namespace"
-            except Exception as exc:  # noqa: BLE001
-                notes["users"] = f"could not expose the Python installation: {exc}"
-        elif cfg.isolate_users:
-            notes["users"] = "not root: sessions run as the pool's own uid"
-
-        # Temporary directories: a private tmpfs each, so files sessions leave there are invisible to the
-        # host, capped in size, and gone with the pool.
-        private_tmp: list[str] = []
         # The pool's directory as the host sees it, for removing it should the parent die (see main).
         self.root_parent_fd = os.open(os.path.dirname(cfg.workdir_root), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        # A source checkout on sys.path (how the launcher finds this package) is not shown, only the package.
+        checkout = os.path.dirname(fsview.PACKAGE_DIR)
+        if os.path.basename(checkout) in ("site-packages", "dist-packages"):
+            checkout = ""
+        needed = [p for p in sys.path if p and os.path.realpath(p) != os.path.realpath(checkout)]
+        needed += [sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix,
+                   os.path.dirname(os.path.realpath(sys.executable)), fsview.PACKAGE_DIR]
+        root_real = os.path.realpath(cfg.workdir_root)  # our cwd, so on sys.path; sessions get their own there
+        needed = [p for p in needed if os.path.realpath(p) != root_real]
         if mount_ns:
-            for d in ("/tmp", "/var/tmp", "/dev/shm"):
-                if os.path.isdir(d) and not os.path.islink(d):
-                    try:
-                        limits.private_tmpfs(d, cfg.tmp_bytes, keep=[cfg.workdir_root])
-                        private_tmp.append(d)
-                    except OSError as exc:
-                        notes[f"private_tmp {d}"] = str(exc)
+            view_dir = os.path.join(cfg.workdir_root, ".view")
+            try:
+                os.mkdir(view_dir, 0o755)
+                view = fsview.build_view(view_dir, needed, cfg.workdir_root)
+            except OSError as exc:
+                notes["view"] = f"could not build the sessions' filesystem view: {exc}"
+        users = False
+        if cfg.isolate_users and user_ns:
+            users = view is not None  # a user namespace per session; its files are the pool's uid's own
+            if not users:
+                notes["users"] = "no filesystem view: sessions run as the pool's own uid"
+        elif cfg.isolate_users and is_root:
+            blocked = fsview.unreadable(needed)
+            if view is not None:
+                # Sessions keep their own uid (running them as root would be far worse); what they cannot read
+                # is named here (importing from it fails as "No module named ...").
+                users = True
+                view.errors.update({p: f"{why}: sessions (their own uid) cannot import from it"
+                                    for p, why in blocked.items()})
+            else:  # no view: the host's own directories must let other uids through
+                for p in needed:
+                    hit = limits.first_blocked(os.path.realpath(p)) if os.path.exists(p) else None
+                    if hit:
+                        blocked[hit[0]] = "other users cannot enter it"
+                users = not blocked
+                if blocked:
+                    notes["users"] = ("the Python installation is not readable by other uids: "
+                                      + "; ".join(f"{p}: {why}" for p, why in blocked.items()))
+        elif cfg.isolate_users:
+            notes["users"] = "not root: sessions run as the pool's own uid"
+        if view is not None and view.errors:
+            notes["view_errors"] = "; ".join(f"{p}: {why}" for p, why in view.errors.items())
+
+        seccomp_ok = False
+        if cfg.seccomp:
+            try:
+                self.seccomp_filter = seccomp.build_filter()
+                seccomp_ok = True
+            except Exception as exc:  # noqa: BLE001 - e.g. no libseccomp on this machine
+                notes["seccomp"] = f"{type(exc).__name__}: {exc}"
 
         # Network: the template itself moves to an empty network namespace (so even a session whose own unshare
         # failed has no network); each session then unshares again so sessions cannot reach each other either.
@@ -139,7 +191,7 @@ class Template:
                 os.close(self.pidns_fd)
                 self.pidns_fd = None
 
-        self.cgroups = limits.Cgroups(f"tool_runtime-{os.getpid()}", ("pids", "memory") if cfg.cgroups else ())
+        self.cgroups = limits.Cgroups(f"tool_runtime-{limits.global_pid()}", ("pids", "memory") if cfg.cgroups else ())
         notes.update({f"cgroup_{k}": v for k, v in self.cgroups.errors.items()})
 
         # Preload and warm up: everything imported here is shared copy-on-write by every session.
@@ -160,7 +212,9 @@ class Template:
         gc.freeze()
 
         threads = limits.thread_count()
-        self.plan = {"pid_namespace": pid_ns, "net_namespace": net_ns and not cfg.network, "users": users}
+        self.plan = {"pid_namespace": pid_ns, "net_namespace": net_ns and not cfg.network, "users": users,
+                     "user_namespace": user_ns, "pool_uid": pool_uid, "pool_gid": pool_gid,
+                     "view": view.to_dict() if view is not None else None, "seccomp": seccomp_ok}
         self.vm_size = limits.vm_size()
         self.info = {
             "template_pid": os.getpid(),
@@ -174,9 +228,14 @@ class Template:
                 "pid_namespace": pid_ns,
                 "net_namespace": self.plan["net_namespace"],
                 "mount_namespace": mount_ns,
-                "exposed_paths": exposed,
-                "private_tmp": private_tmp,
+                "ipc_namespace": view is not None,
+                "view": {"shown": view.shown + view.deferred, "errors": view.errors} if view is not None else None,
+                "private_tmp": list(fsview.SESSION_DIRS.values()) if view is not None else [],
+                "session_tmpfs": ({"bytes": cfg.tmp_bytes, "inodes": cfg.tmp_inodes} if view is not None else None),
+                "seccomp": seccomp_ok,
+                "keyring": "keyring" not in notes,
                 "per_session_uid": users,
+                "user_namespace": user_ns,
                 "cgroups": self.cgroups.available,
                 "process_limit": ("pids cgroup" if "pids" in self.cgroups.available
                                   else "RLIMIT_NPROC" if users else None),
@@ -196,6 +255,27 @@ class Template:
         if threads != 1:
             notes["threads"] = f"template has {threads} threads at fork time (expected 1)"
 
+    def _become_pid_namespace_init(self) -> None:
+        """In our own user namespace we may not return (setns) to the host's PID namespace after creating one
+        for a session, but we may to one our namespace owns: so go on as PID 1 of such a namespace. The
+        process the pool started stays behind as a shim that exits with us (and we die with it)."""
+        try:
+            limits.unshare(limits.CLONE_NEWPID)
+        except OSError:
+            return  # no PID namespaces at all: probed again (and reported) below
+        pid = os.fork()
+        if pid:  # the shim: no handlers, no sockets; SIGTERM (the parent died) kills it, and then us
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            self.ctl.close()
+            while True:
+                try:
+                    _, status = os.waitpid(pid, 0)
+                except InterruptedError:
+                    continue
+                os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+        limits.set_parent_death_signal(signal.SIGTERM)
+        self.parent_pid = os.getppid()  # 0: the shim is outside our namespace
+
     # ----------------------------------------------------------------------------------------- requests
     def _fork_one(self) -> dict[str, Any]:
         """Fork one session process; it sets itself up and sends "ready" on its channel while we go on."""
@@ -213,7 +293,7 @@ class Template:
         try:
             pid = os.fork()
         except BaseException:
-            if self.plan["pid_namespace"]:
+            if self.pidns_fd is not None:
                 limits.setns(self.pidns_fd, limits.CLONE_NEWPID)
             ours.close()
             theirs.close()
@@ -231,10 +311,10 @@ class Template:
                     os.close(self.root_parent_fd)
                 if self.pidns_fd is not None:
                     os.close(self.pidns_fd)
-                session_entry(theirs, self.shell, cfg, self.plan, spec)
+                session_entry(theirs, self.shell, cfg, self.plan, spec, self.seccomp_filter)
             finally:
                 os._exit(70)
-        if self.plan["pid_namespace"]:
+        if self.pidns_fd is not None:  # set exactly when the plan has PID namespaces
             limits.setns(self.pidns_fd, limits.CLONE_NEWPID)  # later forks must not land in this namespace
         theirs.close()
         pidfd = os.pidfd_open(pid)
@@ -278,41 +358,78 @@ class Template:
             rec["status"] = _exit_status(status, self.plan["pid_namespace"])
 
     def release(self, pid: int) -> dict[str, Any]:
-        """Make sure the session is dead and reaped; remove its work dir and cgroups; report how it ended."""
+        """Make sure the session is dead; remove its work dir and cgroups; report how it ended.
+
+        Bounded: a session whose exit takes long (the kernel freeing a tmpfs full of files, in the exiting
+        process) is reaped later by the serve loop; the reply does not wait for it."""
         rec = self.children.get(pid)
         if rec is None:
             return {"op": "released", "pid": pid, "status": None}
         self._reap(pid, block=False)
         killed_here = False
-        if rec["status"] is None:
-            deadline = time.monotonic() + 0.2  # it may be exiting on its own right now
-            while rec["status"] is None and time.monotonic() < deadline:
-                time.sleep(0.005)
-                self._reap(pid, block=False)
+        deadline = time.monotonic() + 0.2  # it may be exiting on its own right now
+        while rec["status"] is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+            self._reap(pid, block=False)
         if rec["status"] is None:
             killed_here = True
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            self._reap(pid, block=True)
-        status = dict(rec["status"] or {})
+            deadline = time.monotonic() + RELEASE_WAIT
+            while rec["status"] is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+                self._reap(pid, block=False)
+        status = dict(rec["status"] or {})  # still exiting (the kernel freeing its tmpfs): reaped later
         if killed_here:
             status["unresponsive"] = 1
         self._cleanup(pid)
         return {"op": "released", "pid": pid, "status": status}
 
     def _cleanup(self, pid: int) -> None:
+        """Remove what the session left on the host now, and its cgroups once it is reaped (else later)."""
         rec = self.children.pop(pid, None)
         if rec is None:
             return
-        shutil.rmtree(rec["workdir"], ignore_errors=True)
-        if rec["cgroups"]:
+        if self.plan.get("view"):
+            try:
+                os.unlink(rec["workdir"])  # only the pool's link: the files died with the session's tmpfs
+            except OSError:
+                pass
+        else:
+            self._remove_tree(rec["workdir"])
+        if rec["status"] is None:
+            self.dying[pid] = rec
+        elif rec["cgroups"]:
             limits.Cgroups.remove_session(rec["cgroups"])
+
+    def _remove_tree(self, path: str) -> None:
+        """Delete a work dir on the host in a separate process (no view: see cleanup.py), never waiting here."""
+        janitor = cleanup.start_removal(path)
+        if janitor is not None:
+            self.janitors.append(janitor)
+
+    def reap_background(self) -> None:
+        """Reap sessions released while still exiting, remove their cgroups; collect finished janitors."""
+        for pid, rec in list(self.dying.items()):
+            self.children[pid] = rec
+            self._reap(pid, block=False)
+            del self.children[pid]
+            if rec["status"] is not None:
+                del self.dying[pid]
+                if rec["cgroups"]:
+                    limits.Cgroups.remove_session(rec["cgroups"])
+        self.janitors = [j for j in self.janitors if j.poll() is None]
 
     def remove_root(self) -> None:
         """Remove the pool's directory (only when the parent is gone: normally the parent does it)."""
-        shutil.rmtree(self.cfg.workdir_root, ignore_errors=True)  # contents; the dir may be a mount point here
+        self._remove_tree(self.cfg.workdir_root)  # --one-file-system: the view mounted in it is not entered
+        for janitor in self.janitors:
+            try:
+                janitor.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
         if self.root_parent_fd is not None:
             try:
                 os.rmdir(os.path.basename(self.cfg.workdir_root), dir_fd=self.root_parent_fd)
@@ -332,6 +449,16 @@ class Template:
         for pid in list(self.children):
             self._reap(pid, block=True)
             self._cleanup(pid)
+        for pid, rec in list(self.dying.items()):
+            self.children[pid] = rec
+            self._reap(pid, block=True)
+            self.children.pop(pid, None)
+        self.dying.clear()
+        if self.plan.get("view"):
+            try:
+                limits.umount2(self.plan["view"]["root"], limits.MNT_DETACH)
+            except OSError:
+                pass
         if self.cgroups is not None:
             self.cgroups.remove_all()
 
@@ -343,7 +470,9 @@ class Template:
         poller.register(self.ctl, select.POLLIN)
         self._replenish_quietly()
         while True:
-            if not poller.poll(1000):
+            if self.dying or self.janitors:
+                self.reap_background()
+            if not poller.poll(50 if self.dying or self.janitors else 1000):
                 for pid in list(self.children):
                     self._reap(pid, block=False)
                 if os.getppid() != self.parent_pid:
@@ -393,6 +522,8 @@ def main() -> None:
     limits.set_parent_death_signal(signal.SIGTERM)
     if os.getppid() != parent_pid:  # the parent died before the death signal was armed
         os._exit(1)
+    # Whether the user's process itself is gone (not only our direct parent: without root that is a shim).
+    parent_fd = os.pidfd_open(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # a Ctrl-C for the user's program is not for us
     os.environ.pop("PYTHONPATH", None)             # only needed to find this package; not for sessions
     ctl = socket.socket(fileno=ctl_fd)
@@ -415,8 +546,8 @@ def main() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if template is not None:
             template.shutdown()
-            if not orderly:  # the parent is gone (or hung up): nobody else will remove the pool's directory
-                template.remove_root()
+            if not orderly and select.select([parent_fd], [], [], 0)[0]:
+                template.remove_root()  # the user's process is gone: nobody else will remove the pool's directory
     os._exit(0)
 
 
