@@ -6,13 +6,14 @@ running batch: a trajectory that comes back from a tool call does not wait for t
 """
 from __future__ import annotations
 
+import ast
 import itertools
 import logging
 import multiprocessing
 import os
 import sys
 from dataclasses import dataclass
-from types import FrameType
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from .config import Sampling
@@ -74,18 +75,23 @@ def _cpu_platform() -> bool:
 MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 
 
-def _called_from_script_top_level() -> bool:
-    """True when the call comes from the top level of a ``__main__`` script (code outside any main guard)."""
-    main = sys.modules.get("__main__")
-    main_file = getattr(main, "__file__", None)
-    if not main_file:  # interactive, ``python -c``, notebooks: nothing is re-imported
+def _script_without_main_guard() -> bool:
+    """True when ``__main__`` is a Python script with no top-level ``if __name__ == "__main__":`` block."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not main_file or not str(main_file).endswith(".py"):  # interactive, ``python -c``, notebooks
         return False
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") in ("__main__", "__mp_main__"):
-            return True
-        frame = frame.f_back
-    return False
+    try:
+        tree = ast.parse(Path(main_file).read_text())
+    except (OSError, SyntaxError, ValueError):
+        return False
+    for node in tree.body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Compare):
+            names = [node.test.left, *node.test.comparators]
+            if any(isinstance(n, ast.Name) and n.id == "__name__" for n in names) and any(
+                isinstance(n, ast.Constant) and n.value == "__main__" for n in names
+            ):
+                return False
+    return True
 
 
 def _main_guard_hint() -> str:
@@ -130,7 +136,7 @@ def build_llm(model: str, **engine_kwargs: Any) -> Any:
     try:
         return vllm.LLM(model=model, **kwargs)
     except Exception as exc:
-        if not in_process and _called_from_script_top_level():
+        if not in_process and _script_without_main_guard():
             raise EngineError(
                 f"cannot start the vLLM engine for {model!r} ({type(exc).__name__}: {exc}); {_main_guard_hint()}"
             ) from exc

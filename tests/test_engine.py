@@ -1,10 +1,14 @@
 """build_llm's arguments and errors, without loading a model (vllm.LLM replaced by a recorder)."""
 from __future__ import annotations
 
-import pytest
+import os
+import sys
 
+import pytest
 import vllm
+
 from harmony_agent import EngineError, build_llm
+from harmony_agent import engine as engine_module
 
 
 class Recorder:
@@ -33,3 +37,45 @@ def test_a_model_vllm_cannot_load_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(vllm, "LLM", fail)
     with pytest.raises(EngineError, match="cannot load model 'org/missing'.*HF_HUB_OFFLINE"):
         build_llm("org/missing")
+
+
+class EnvRecorder(Recorder):
+    """Records the multiprocessing setting vLLM would read when the engine is created."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.multiprocessing = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+
+
+def test_cpu_build_starts_the_engine_in_process_unless_the_user_chose(monkeypatch):
+    monkeypatch.setattr(vllm, "LLM", EnvRecorder)
+    monkeypatch.setattr(engine_module, "_cpu_platform", lambda: True)
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    assert build_llm("org/model").multiprocessing == "0"  # no __main__ guard needed, starts in ~2 s
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ  # the process's setting is left as it was
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    assert build_llm("org/model").multiprocessing == "1"
+    monkeypatch.setattr(engine_module, "_cpu_platform", lambda: False)  # GPU build: vLLM's default
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING")
+    assert build_llm("org/model").multiprocessing is None
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_an_engine_start_failure_in_a_script_without_main_guard_says_so(monkeypatch, tmp_path, guarded):
+    script = tmp_path / "run.py"
+    body = 'solve("q", model="org/model")\n'
+    script.write_text('if __name__ == "__main__":\n    ' + body if guarded else body)
+    monkeypatch.setattr(sys.modules["__main__"], "__file__", str(script), raising=False)
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+
+    def fail(**kwargs):
+        raise RuntimeError("Engine core initialization failed. See root cause above.")
+
+    monkeypatch.setattr(vllm, "LLM", fail)
+    with pytest.raises(EngineError) as info:
+        build_llm("org/model")
+    if guarded:
+        assert "cannot load model 'org/model'" in str(info.value) and "__main__" not in str(info.value)
+    else:
+        assert 'if __name__ == "__main__":' in str(info.value)
+        assert "VLLM_ENABLE_V1_MULTIPROCESSING=0" in str(info.value) and "cannot load model" not in str(info.value)
