@@ -22,8 +22,8 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 import pytest  # noqa: E402
 
-#: Fixtures that load the tiny model (train it on first use) or a vLLM engine.
-VLLM_FIXTURES = {"tiny_llm", "tiny_model_path"}
+#: Fixtures that load the tiny model (train it on first use), a vLLM engine or vLLM itself.
+VLLM_FIXTURES = {"tiny_llm", "tiny_model_path", "vllm"}
 #: Fixtures and names that start real tool-runtime sessions (isolated with namespaces, cgroups and uids: root).
 RUNTIME_FIXTURES = {"pool", "session"}
 RUNTIME_NAMES = ("SessionPool", "tool_runtime")

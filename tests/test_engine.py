@@ -5,10 +5,17 @@ import os
 import sys
 
 import pytest
-import vllm
 
 from harmony_agent import EngineError, build_llm
 from harmony_agent import engine as engine_module
+
+
+@pytest.fixture
+def vllm():
+    """vLLM itself, imported by the tests that use it (not at collection: `make test-fast` deselects them)."""
+    import vllm
+
+    return vllm
 
 
 class Recorder:
@@ -16,7 +23,7 @@ class Recorder:
         self.kwargs = kwargs
 
 
-def test_hub_names_and_local_folders_reach_vllm_with_token_io_defaults(monkeypatch, tmp_path):
+def test_hub_names_and_local_folders_reach_vllm_with_token_io_defaults(vllm, monkeypatch, tmp_path):
     monkeypatch.setattr(vllm, "LLM", Recorder)
     llm = build_llm("openai/gpt-oss-20b", tensor_parallel_size=2)
     assert llm.kwargs["model"] == "openai/gpt-oss-20b" and llm.kwargs["tensor_parallel_size"] == 2
@@ -25,13 +32,13 @@ def test_hub_names_and_local_folders_reach_vllm_with_token_io_defaults(monkeypat
     assert build_llm(str(tmp_path), kv_cache_memory_bytes=5).kwargs["kv_cache_memory_bytes"] == 5
 
 
-def test_a_missing_local_folder_is_named(monkeypatch):
+def test_a_missing_local_folder_is_named(vllm, monkeypatch):
     monkeypatch.setattr(vllm, "LLM", Recorder)
     with pytest.raises(EngineError, match="does not exist"):
         build_llm("/no/such/model")
 
 
-def test_a_model_vllm_cannot_load_is_one_clear_error(monkeypatch):
+def test_a_model_vllm_cannot_load_is_one_clear_error(vllm, monkeypatch):
     def fail(**kwargs):
         raise OSError("no config.json")
     monkeypatch.setattr(vllm, "LLM", fail)
@@ -47,7 +54,7 @@ class EnvRecorder(Recorder):
         self.multiprocessing = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
 
 
-def test_cpu_build_starts_the_engine_in_process_unless_the_user_chose(monkeypatch):
+def test_cpu_build_starts_the_engine_in_process_unless_the_user_chose(vllm, monkeypatch):
     monkeypatch.setattr(vllm, "LLM", EnvRecorder)
     monkeypatch.setattr(engine_module, "_cpu_platform", lambda: True)
     monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
@@ -61,7 +68,7 @@ def test_cpu_build_starts_the_engine_in_process_unless_the_user_chose(monkeypatc
 
 
 @pytest.mark.parametrize("guarded", [False, True])
-def test_an_engine_start_failure_in_a_script_without_main_guard_says_so(monkeypatch, tmp_path, guarded):
+def test_an_engine_start_failure_in_a_script_without_main_guard_says_so(vllm, monkeypatch, tmp_path, guarded):
     script = tmp_path / "run.py"
     body = 'solve("q", model="org/model")\n'
     script.write_text('if __name__ == "__main__":\n    ' + body if guarded else body)
