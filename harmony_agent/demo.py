@@ -17,6 +17,7 @@ import os
 import sys
 import textwrap
 import time
+import warnings
 from typing import TextIO
 
 logger = logging.getLogger(__name__)
@@ -93,9 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         + "; ".join(f"{i}: {p.problem}" for i, p in enumerate(SCRIPTED_PROBLEMS)),
     )
     args = parser.parse_args(argv)
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # vLLM's start-up chatter (when not yet imported)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # vLLM's start-up chatter on the CPU build (warnings about tokenizer-less warm-up, thread binding, ...)
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if not logging.getLogger().handlers:  # our progress (model build, engine mode) at INFO, others' warnings
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("harmony_agent").setLevel(logging.INFO)
     results = run(sys.stdout, args.problem)
     chosen = args.problem if args.problem is not None else range(len(SCRIPTED_PROBLEMS))
     ok = all(r.answer == SCRIPTED_PROBLEMS[i].answer for r, i in zip(results, chosen))

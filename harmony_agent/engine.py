@@ -127,8 +127,9 @@ def build_llm(model: str, **engine_kwargs: Any) -> Any:
     if model.startswith(("/", "./", "../", "~")) and not os.path.exists(os.path.expanduser(model)):
         raise EngineError(f"model path {model!r} does not exist: pass a local model folder or a hub model name")
     in_process = in_process_default or os.environ.get(MULTIPROCESSING_ENV, "1") == "0"
-    if not in_process and multiprocessing.parent_process() is not None and "__mp_main__" in sys.modules:
-        # we are vLLM's freshly spawned engine process re-running the user's script: say why before vLLM fails
+    if not in_process and getattr(multiprocessing.current_process(), "_inheriting", False):
+        # a spawned process still importing the user's script (multiprocessing's own "bootstrapping phase"
+        # check): the script's top level is re-running in vLLM's engine process; say why before vLLM fails
         raise EngineError(f"cannot start a vLLM engine while the script is being re-imported: {_main_guard_hint()}")
     if in_process_default:
         os.environ[MULTIPROCESSING_ENV] = "0"
