@@ -48,10 +48,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m 'not vllm and not root' $(PYTEST_ARGS)
 
+# All three checks run and report; the target fails if any found something.
 lint: $(STAMP)
-	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
-	$(PY) -m mypy
+	@status=0; \
+	echo "ruff check"; $(PY) -m ruff check . || status=1; \
+	echo "ruff format --check"; $(PY) -m ruff format --check . || status=1; \
+	echo "mypy"; $(PY) -m mypy || status=1; \
+	exit $$status
 
 format: $(STAMP)
 	$(PY) -m ruff format .
