@@ -7,6 +7,7 @@ torch 2.13.0+cpu, was checked in a fresh venv: `from vllm import LLM` fails with
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -65,8 +66,14 @@ def test_install_makes_them_absent_for_find_spec_and_import(tmp_path, switch):
 
 
 def test_the_wheel_installs_the_pth_file_that_runs_the_guard(tmp_path):
+    src = tmp_path / "src"  # a copy of what the build reads: the build writes build/ and *.egg-info beside it
+    for name in ("pyproject.toml", "setup.py", "README.md", "harmony_agent_cpu_guard.py"):
+        src.mkdir(exist_ok=True)
+        shutil.copy(ROOT / name, src / name)
+    for package in ("harmony_agent", "tool_runtime", "evals"):
+        shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     out = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), ROOT],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), src],
         capture_output=True,
         text=True,
         timeout=300,
