@@ -70,11 +70,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def tiny_model_path() -> Path:
-    """The scripted tiny Harmony model, built once and cached (see harmony_agent/testing.py)."""
+def tiny_model_path(request: pytest.FixtureRequest) -> Path:
+    """The scripted tiny Harmony model, built once and cached (see harmony_agent/testing.py).
+
+    The first build takes from half a minute to several minutes: its progress goes to the terminal, live.
+    """
     from harmony_agent.testing import build
 
-    return build()
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+
+    def log(message: str) -> None:
+        if reporter is not None:
+            reporter.write_line(f"[tiny model] {message}")
+
+    return build(log=log)
 
 
 @pytest.fixture(scope="session")
