@@ -90,14 +90,13 @@ def tiny_model_path(request: pytest.FixtureRequest) -> Path:
 def tiny_llm(tiny_model_path):
     """One real vLLM engine (CPU build) over the tiny model, shared by every real-engine test of the session.
 
-    The same flags as ``harmony_agent.testing.load_llm`` (float32: bf16 matmuls take a slow fallback path on
+    Built by the public ``harmony_agent.testing.load_llm`` (float32: bf16 matmuls take a slow fallback path on
     CPUs without bf16 instructions; the model replays exactly in both, tests/test_tiny_model.py checks bf16 in a
     child process).
     """
-    from harmony_agent.engine import build_llm
-    from harmony_agent.testing import engine_kwargs
+    from harmony_agent.testing import load_llm
 
-    llm = build_llm(str(tiny_model_path), **engine_kwargs())
+    llm = load_llm(tiny_model_path)
     yield llm
     del llm
     import gc
