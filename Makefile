@@ -16,7 +16,7 @@ ifneq ($(wildcard $(VOCAB)/o200k_base.tiktoken),)
 export TIKTOKEN_ENCODINGS_BASE ?= $(VOCAB)
 endif
 
-.PHONY: venv install test test-fast lint format demo bench clean-venv
+.PHONY: venv install test test-fast vocab-note lint format demo bench clean-venv
 
 venv: $(PY)
 
@@ -41,11 +41,15 @@ install: $(STAMP)
 
 # Everything (vLLM's CPU engine on the tiny model, the tool runtime's isolation as root). The first run builds
 # the tiny model (harmony_agent/testing.py) into ~/.cache/harmony-agent: a few minutes.
-test: $(STAMP)
+test: vocab-note $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+vocab-note:
+	@test -n "$$TIKTOKEN_ENCODINGS_BASE" || echo "note: TIKTOKEN_ENCODINGS_BASE is not set and $(VOCAB) does not \
+	exist: openai-harmony will download its vocabulary (offline machines: see docs/offline.md)" >&2
+
 # What needs neither vLLM nor root: under a minute.
-test-fast: $(STAMP)
+test-fast: vocab-note $(STAMP)
 	$(PY) -m pytest -m 'not vllm and not root' $(PYTEST_ARGS)
 
 # All three checks run and report; the target fails if any found something.
@@ -61,7 +65,7 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix .
 
 # A problem solved with real tool calls by the tiny model on CPU (see docs/quickstart.md).
-demo: $(STAMP)
+demo: vocab-note $(STAMP)
 	$(PY) -m harmony_agent.demo
 
 bench: $(STAMP)
