@@ -6,14 +6,21 @@ running batch: a trajectory that comes back from a tool call does not wait for t
 """
 from __future__ import annotations
 
+import ast
 import itertools
+import logging
+import multiprocessing
 import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol, Sequence, runtime_checkable
 
 from .config import Sampling
 from .encoding import STOP_TOKEN_IDS
 from .errors import EngineError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,16 +69,52 @@ def _cpu_platform() -> bool:
         from vllm.platforms import current_platform
 
         return bool(current_platform.is_cpu())
-    except Exception:
+    except Exception:  # an unusual vLLM build: treat it as not the CPU one
+        logger.debug("cannot tell vLLM's platform", exc_info=True)
         return False
 
 
-def build_llm(model: str, **engine_kwargs: Any):
+#: vLLM runs its engine in a child process unless this is "0"; the child is started by re-importing the
+#: user's ``__main__`` (spawn), which a plain script without a main guard cannot survive.
+MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
+
+
+def _script_without_main_guard() -> bool:
+    """True when ``__main__`` is a Python script with no top-level ``if __name__ == "__main__":`` block."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not main_file or not str(main_file).endswith(".py"):  # interactive, ``python -c``, notebooks
+        return False
+    try:
+        tree = ast.parse(Path(main_file).read_text())
+    except (OSError, SyntaxError, ValueError):
+        return False
+    for node in tree.body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Compare):
+            names = [node.test.left, *node.test.comparators]
+            if any(isinstance(n, ast.Name) and n.id == "__name__" for n in names) and any(
+                isinstance(n, ast.Constant) and n.value == "__main__" for n in names
+            ):
+                return False
+    return True
+
+
+def _main_guard_hint() -> str:
+    return (
+        "vLLM started its engine in a child process, which re-runs your script's top level: put the calls under "
+        '`if __name__ == "__main__":`, or set VLLM_ENABLE_V1_MULTIPROCESSING=0 for an in-process engine '
+        "(harmony-agent's default on vLLM's CPU build; not for tensor_parallel_size > 1)"
+    )
+
+
+def build_llm(model: str, **engine_kwargs: Any) -> Any:
     """Build a ``vllm.LLM`` for token-in/token-out use (no tokenizer, prefix caching on).
 
     ``engine_kwargs`` go to ``vllm.LLM`` unchanged (tensor_parallel_size, max_model_len,
     gpu_memory_utilization, enforce_eager, ...). On vLLM's CPU build the KV cache size must be explicit;
-    it defaults to 1 GiB there unless ``kv_cache_memory_bytes`` is given.
+    it defaults to 1 GiB there unless ``kv_cache_memory_bytes`` is given, and the engine runs in this process
+    (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` unless you set that variable yourself): it starts in ~2 s instead of
+    ~15 s and a plain script needs no ``if __name__ == "__main__":`` guard. The in-process engine seeds the
+    process's global random generators.
     """
     try:
         import vllm
@@ -81,18 +124,35 @@ def build_llm(model: str, **engine_kwargs: Any):
             "`pip install 'harmony-agent[cpu]'` for the CPU build"
         ) from exc
     kwargs = {"skip_tokenizer_init": True, "enable_prefix_caching": True, **engine_kwargs}
+    in_process_default = False
     if _cpu_platform():
         kwargs.setdefault("kv_cache_memory_bytes", 1 << 30)
+        in_process_default = MULTIPROCESSING_ENV not in os.environ
     if model.startswith(("/", "./", "../", "~")) and not os.path.exists(os.path.expanduser(model)):
         raise EngineError(f"model path {model!r} does not exist: pass a local model folder or a hub model name")
+    in_process = in_process_default or os.environ.get(MULTIPROCESSING_ENV, "1") == "0"
+    if not in_process and getattr(multiprocessing.current_process(), "_inheriting", False):
+        # a spawned process still importing the user's script (multiprocessing's own "bootstrapping phase"
+        # check): the script's top level is re-running in vLLM's engine process; say why before vLLM fails
+        raise EngineError(f"cannot start a vLLM engine while the script is being re-imported: {_main_guard_hint()}")
+    if in_process_default:
+        os.environ[MULTIPROCESSING_ENV] = "0"
+        logger.info("vLLM CPU build: in-process engine (%s=0)", MULTIPROCESSING_ENV)
     try:
         return vllm.LLM(model=model, **kwargs)
     except Exception as exc:
+        if not in_process and _script_without_main_guard():
+            raise EngineError(
+                f"cannot start the vLLM engine for {model!r} ({type(exc).__name__}: {exc}); {_main_guard_hint()}"
+            ) from exc
         raise EngineError(
             f"cannot load model {model!r} with vLLM ({type(exc).__name__}: {exc}); check the name or path, that "
             "its weights are available offline (HF_HUB_OFFLINE=1 with a filled cache, or a local folder), and "
             "the engine arguments"
         ) from exc
+    finally:
+        if in_process_default:
+            os.environ.pop(MULTIPROCESSING_ENV, None)
 
 
 class VLLMEngine:

@@ -1,6 +1,11 @@
-"""Shared pytest setup: offline Harmony vocabulary and local AIME data from ../shared."""
+"""Shared pytest setup: offline Harmony vocabulary and local AIME data from ../shared, the tiny model's engine,
+and the test tiers (markers set here from what each test uses, so that no test file has to list them)."""
+
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
 import os
 from pathlib import Path
 
@@ -17,24 +22,81 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 import pytest  # noqa: E402
 
+#: Fixtures that load the tiny model (train it on first use), a vLLM engine or vLLM itself.
+VLLM_FIXTURES = {"tiny_llm", "tiny_model_path", "vllm"}
+#: Fixtures and names that start real tool-runtime sessions (isolated with namespaces, cgroups and uids: root).
+RUNTIME_FIXTURES = {"pool", "session"}
+RUNTIME_NAMES = ("SessionPool", "tool_runtime")
+
+
+@functools.cache
+def _module_imports(path: str) -> frozenset[str]:
+    """Top-level package names a test module imports at module level."""
+    try:
+        tree = ast.parse(Path(path).read_text())
+    except (OSError, SyntaxError):
+        return frozenset()
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name.partition(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.partition(".")[0])
+    return frozenset(names)
+
+
+def _source(item: pytest.Item) -> str:
+    try:
+        return inspect.getsource(item.function)  # type: ignore[attr-defined]
+    except (AttributeError, OSError, TypeError):
+        return ""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``vllm`` (engine or tiny model), ``runtime`` and ``root`` (real tool-runtime sessions) by use."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        imports = _module_imports(str(item.path))
+        source = _source(item)
+        if fixtures & VLLM_FIXTURES or "vllm" in imports or "import vllm" in source or "from vllm" in source:
+            item.add_marker(pytest.mark.vllm)
+        if (
+            fixtures & RUNTIME_FIXTURES
+            or item.path.name.startswith("test_tool_runtime")
+            or any(name in source for name in RUNTIME_NAMES)
+        ):
+            item.add_marker(pytest.mark.runtime)
+            item.add_marker(pytest.mark.root)
+
 
 @pytest.fixture(scope="session")
-def tiny_model_path():
-    """The scripted tiny Harmony model, built once and cached (see harmony_agent/testing.py)."""
+def tiny_model_path(request: pytest.FixtureRequest) -> Path:
+    """The scripted tiny Harmony model, built once and cached (see harmony_agent/testing.py).
+
+    The first build takes from half a minute to several minutes: its progress goes to the terminal, live.
+    """
     from harmony_agent.testing import build
 
-    return build()
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+
+    def log(message: str) -> None:
+        if reporter is not None:
+            reporter.write_line(f"[tiny model] {message}")
+
+    return build(log=log)
 
 
 @pytest.fixture(scope="session")
 def tiny_llm(tiny_model_path):
-    """One real vLLM engine (CPU build) over the tiny model, shared by every real-engine test of the session."""
-    from vllm import LLM
+    """One real vLLM engine (CPU build) over the tiny model, shared by every real-engine test of the session.
 
-    # float32: bf16 matmuls take a slow fallback path on CPUs without bf16 instructions (the model replays
-    # exactly in both; tests/test_tiny_model.py checks bf16 in a child process)
-    llm = LLM(model=str(tiny_model_path), skip_tokenizer_init=True, enforce_eager=True, max_model_len=4096,
-              enable_prefix_caching=True, kv_cache_memory_bytes=256 << 20, seed=0, dtype="float32")
+    Built by the public ``harmony_agent.testing.load_llm`` (float32: bf16 matmuls take a slow fallback path on
+    CPUs without bf16 instructions; the model replays exactly in both, tests/test_tiny_model.py checks bf16 in a
+    child process).
+    """
+    from harmony_agent.testing import load_llm
+
+    llm = load_llm(tiny_model_path)
     yield llm
     del llm
     import gc
