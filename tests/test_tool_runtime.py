@@ -2,6 +2,7 @@
 
 Hostile cells are in test_tool_runtime_hostile.py. These tests run real forked sessions (no mocks).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -78,6 +79,7 @@ def alive(pid: int) -> bool:
 
 # ------------------------------------------------------------------------------------------------ cells
 
+
 def test_state_persists_between_cells(session):
     r = session.run("x = 21 * 2\nx")
     assert isinstance(r, ExecResult)
@@ -103,13 +105,15 @@ def test_no_output_is_an_empty_text(session):
 
 
 def test_stdout_stderr_traceback_in_order(session):
-    r = session.run(textwrap.dedent("""\
+    r = session.run(
+        textwrap.dedent("""\
         import sys
         print('one')
         print('two', file=sys.stderr)
         print('three')
         1 / 0
-        """))
+        """)
+    )
     assert r.status == "error" and not r.state_lost
     out = r.output
     assert out.index("one\n") < out.index("two\n") < out.index("three\n") < out.index("Traceback")
@@ -125,11 +129,15 @@ def test_syntax_error_is_an_error_with_state_kept(session):
 
 
 def test_subprocess_and_fd_output_are_captured_in_order(session):
-    r = session.run("import os, subprocess\nprint('a')\nos.system('echo b')\nprint('c')\n"
-                    "subprocess.run(['echo', 'd'])\nos.write(1, b'e\\n')\nprint('f')")
+    r = session.run(
+        "import os, subprocess\nprint('a')\nos.system('echo b')\nprint('c')\n"
+        "subprocess.run(['echo', 'd'])\nos.write(1, b'e\\n')\nprint('f')"
+    )
     assert r.output == "a\nb\nc\nd\ne\nf\n"
-    r = session.run("import subprocess, sys\nsubprocess.run(['echo', 'via sys.stdout'], stdout=sys.stdout)\n"
-                    "subprocess.run('echo err >&2', shell=True, stderr=sys.stderr); None")
+    r = session.run(
+        "import subprocess, sys\nsubprocess.run(['echo', 'via sys.stdout'], stdout=sys.stdout)\n"
+        "subprocess.run('echo err >&2', shell=True, stderr=sys.stderr); None"
+    )
     assert r.output == "via sys.stdout\nerr\n"
 
 
@@ -174,16 +182,20 @@ def test_input_fails_fast_at_end_of_file(session):
     r = session.run("input('name? ')")
     assert time.monotonic() - t < 2
     assert r.status == "error"
-    assert r.output == ("name? Traceback (most recent call last):\n    input('name? ')\n"
-                        "EOFError: EOF when reading a line\n")
+    assert r.output == (
+        "name? Traceback (most recent call last):\n    input('name? ')\nEOFError: EOF when reading a line\n"
+    )
     assert session.run("import sys; sys.stdin.readline()").output == "''\n"
 
 
 def test_deep_recursion_traceback_is_shortened(session):
     r = session.run("import sys; sys.setrecursionlimit(100000)\ndef f(n): return f(n + 1)\nf(0)", timeout=20)
     assert r.status == "error" and not r.state_lost
-    assert r.output.startswith("Traceback (most recent call last):\n    f(0)\n" + "    def f(n): return f(n + 1)\n" * 3
-                               + "  [Previous line repeated ")
+    assert r.output.startswith(
+        "Traceback (most recent call last):\n    f(0)\n"
+        + "    def f(n): return f(n + 1)\n" * 3
+        + "  [Previous line repeated "
+    )
     assert r.output.endswith(" more times]\nRecursionError: maximum recursion depth exceeded\n")
 
 
@@ -198,6 +210,7 @@ def test_random_generators_are_reseeded_per_session(pool):
 
 
 # ------------------------------------------------------------------------------------------------ timeouts
+
 
 def test_timeout_interrupts_and_keeps_state(session):
     session.run("y = 5")
@@ -260,6 +273,7 @@ def test_seconds_measure_the_cell_only(session):
 
 # ------------------------------------------------------------------------------------------------ environment
 
+
 def test_session_environment_is_clean_and_single_threaded_blas(session):
     env = value(session, "dict(__import__('os').environ)")
     assert "TOOL_RUNTIME_TEST_SECRET" not in env
@@ -276,8 +290,11 @@ def test_isolation_report_matches_what_sessions_see(pool, session):
     assert pool.info["template_pid"] and alive(pool.info["template_pid"])
     assert pool.info["template_threads"] == 1
     assert set(pool.info["preloaded"]) >= {"numpy", "sympy"}
-    facts = value(session, "[__import__('os').getpid(), __import__('os').getuid(), "
-                           "__import__('os').readlink('/proc/self/ns/pid'), __import__('os').readlink('/proc/self/ns/net')]")
+    facts = value(
+        session,
+        "[__import__('os').getpid(), __import__('os').getuid(), "
+        "__import__('os').readlink('/proc/self/ns/pid'), __import__('os').readlink('/proc/self/ns/net')]",
+    )
     ns_pid, uid, pid_ns, net_ns = facts
     if IS_ROOT:  # CI runs as root on a VM like the development machine: all of it must be in force
         assert iso["pid_namespace"] and iso["net_namespace"] and iso["per_session_uid"]
@@ -286,15 +303,19 @@ def test_isolation_report_matches_what_sessions_see(pool, session):
     assert (net_ns != os.readlink("/proc/self/ns/net")) == iso["net_namespace"]
     assert (ns_pid == 2) == iso["pid_namespace"]
     assert (uid != os.getuid()) == iso["per_session_uid"]
-    limits = value(session, "[__import__('resource').getrlimit(getattr(__import__('resource'), n))[0] for n in "
-                            "('RLIMIT_AS', 'RLIMIT_FSIZE', 'RLIMIT_NOFILE', 'RLIMIT_CORE', 'RLIMIT_CPU')]")
+    limits = value(
+        session,
+        "[__import__('resource').getrlimit(getattr(__import__('resource'), n))[0] for n in "
+        "('RLIMIT_AS', 'RLIMIT_FSIZE', 'RLIMIT_NOFILE', 'RLIMIT_CORE', 'RLIMIT_CPU')]",
+    )
     rl = iso["rlimits"]
     assert limits == [rl["RLIMIT_AS"], rl["RLIMIT_FSIZE"], rl["RLIMIT_NOFILE"], 0, rl["RLIMIT_CPU"]]
 
 
 def test_isolation_can_be_relaxed_and_says_so():
-    with SessionPool(max_sessions=2, preload=(), cgroups=False, network=True, isolate_users=False,
-                     spare_sessions=0) as p:
+    with SessionPool(
+        max_sessions=2, preload=(), cgroups=False, network=True, isolate_users=False, spare_sessions=0
+    ) as p:
         iso = p.info["isolation"]
         assert iso["cgroups"] == [] and not iso["net_namespace"] and not iso["per_session_uid"]
         with p.open() as s:
@@ -304,6 +325,7 @@ def test_isolation_can_be_relaxed_and_says_so():
 
 
 # ------------------------------------------------------------------------------------------------ concurrency
+
 
 def test_fifty_sessions_run_at_once(pool):
     def work(i: int) -> tuple[int, str, str]:
@@ -397,6 +419,7 @@ def test_close_while_a_cell_runs_raises_in_the_runner(pool):
 
 # ------------------------------------------------------------------------------------------------ lifecycle
 
+
 def test_no_processes_left_after_pool_close():
     before = descendants(os.getpid())
     p = SessionPool(max_sessions=4, timeout=5.0)
@@ -434,7 +457,8 @@ def test_no_processes_left_after_an_exception_in_the_with_block():
 
 def test_no_processes_left_when_the_parent_is_killed(tmp_path):
     script = tmp_path / "parent.py"
-    script.write_text(textwrap.dedent(f"""\
+    script.write_text(
+        textwrap.dedent(f"""\
         import json, sys, time
         sys.path.insert(0, {str(ROOT)!r})
         from tool_runtime import SessionPool
@@ -444,7 +468,8 @@ def test_no_processes_left_when_the_parent_is_killed(tmp_path):
         print(json.dumps({{"template": pool.info["template_pid"], "sessions": [s.pid for s in sessions],
                           "root": pool.info["workdir_root"]}}), flush=True)
         time.sleep(300)
-        """))
+        """)
+    )
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
         info = json.loads(proc.stdout.readline())

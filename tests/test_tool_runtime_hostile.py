@@ -5,6 +5,7 @@ Safety: a cell that would harm the machine if the runtime failed to contain it (
 is only launched after a separate cell proved that the limit which contains it is in force in that session;
 otherwise the test fails without launching it. Bombs are bounded (`for _ in range(10): os.fork()`).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,9 @@ PROCESS_LIMIT = 32
 
 @pytest.fixture(scope="module")
 def pool():
-    with SessionPool(max_sessions=16, timeout=5.0, interrupt_grace=0.5, max_file_bytes=FILE_LIMIT,
-                     max_processes=PROCESS_LIMIT) as p:
+    with SessionPool(
+        max_sessions=16, timeout=5.0, interrupt_grace=0.5, max_file_bytes=FILE_LIMIT, max_processes=PROCESS_LIMIT
+    ) as p:
         yield p
 
 
@@ -75,20 +77,31 @@ def require_own_pid_namespace(session, other) -> None:
     _, other_ns = value(other, probe)
     # The host's view of the session process: its pids from the host's namespace down to its own.
     nspids = Path(f"/proc/{session.pid}/status").read_text().split("NSpid:")[1].split("\n")[0].split()
-    ok = (ns != os.readlink("/proc/self/ns/pid") and ns != other_ns and ns_pid <= 2
-          and os.readlink(f"/proc/{session.pid}/ns/pid") == ns and len(nspids) >= 2 and int(nspids[-1]) == ns_pid)
+    ok = (
+        ns != os.readlink("/proc/self/ns/pid")
+        and ns != other_ns
+        and ns_pid <= 2
+        and os.readlink(f"/proc/{session.pid}/ns/pid") == ns
+        and len(nspids) >= 2
+        and int(nspids[-1]) == ns_pid
+    )
     if not ok:
-        pytest.fail(f"session is not alone in its own PID namespace ({ns_pid=}, {ns=}, {nspids=}); "
-                    "refusing to run os.kill(-1, 9)")
+        pytest.fail(
+            f"session is not alone in its own PID namespace ({ns_pid=}, {ns=}, {nspids=}); "
+            "refusing to run os.kill(-1, 9)"
+        )
 
 
 def require_process_limit(pool, session) -> None:
     """Prove that a fork bomb in `session` is bounded by a per-session limit that applies to it."""
-    facts = value(session, textwrap.dedent("""\
+    facts = value(
+        session,
+        textwrap.dedent("""\
         [__import__('os').getuid(),
          int(open('/proc/self/status').read().split('CapEff:')[1].split()[0], 16),
          __import__('resource').getrlimit(__import__('resource').RLIMIT_NPROC)[0],
-         [l.split(':', 2)[2].strip() for l in open('/proc/self/cgroup') if ':pids:' in l]]"""))
+         [l.split(':', 2)[2].strip() for l in open('/proc/self/cgroup') if ':pids:' in l]]"""),
+    )
     uid, capeff, nproc, pids_paths = facts
     pids_max = None
     if pids_paths and "pids" in pool.info["isolation"]["cgroups"]:
@@ -97,11 +110,14 @@ def require_process_limit(pool, session) -> None:
     by_cgroup = pids_max is not None and pids_max <= PROCESS_LIMIT
     by_rlimit = uid != 0 and capeff == 0 and nproc <= PROCESS_LIMIT
     if not (by_cgroup or by_rlimit):
-        pytest.fail(f"no per-session process limit in force ({pids_max=}, {uid=}, {capeff=:#x}, {nproc=}); "
-                    "refusing to launch a fork bomb")
+        pytest.fail(
+            f"no per-session process limit in force ({pids_max=}, {uid=}, {capeff=:#x}, {nproc=}); "
+            "refusing to launch a fork bomb"
+        )
 
 
 # ------------------------------------------------------------------------------------------------ processes
+
 
 def test_fork_bomb_is_bounded(pool, session):
     require_process_limit(pool, session)
@@ -123,8 +139,10 @@ def test_fork_bomb_is_bounded(pool, session):
 
 def test_kill_all_processes_stays_inside_the_session(pool, session, witness):
     require_own_pid_namespace(session, witness)
-    r = session.run("import os, subprocess\nchild = subprocess.Popen(['sleep', '100'])\n"
-                    "os.kill(-1, 9)\nchild.wait()\nprint('survived', child.returncode)")
+    r = session.run(
+        "import os, subprocess\nchild = subprocess.Popen(['sleep', '100'])\n"
+        "os.kill(-1, 9)\nchild.wait()\nprint('survived', child.returncode)"
+    )
     assert (r.status, r.output) == ("ok", "survived -9\n")
     assert state_kept(session)
 
@@ -159,8 +177,10 @@ def test_segfault_crashes_and_restarts(session):
 
 
 def test_c_stack_overflow_with_raised_recursion_limit(session):
-    r = session.run("import sys, json\nsys.setrecursionlimit(10**7)\nl = []\n"
-                    "for _ in range(10**6): l = [l]\njson.dumps(l)", timeout=10)
+    r = session.run(
+        "import sys, json\nsys.setrecursionlimit(10**7)\nl = []\nfor _ in range(10**6): l = [l]\njson.dumps(l)",
+        timeout=10,
+    )
     assert (r.status, r.state_lost) == ("crashed", True) and "SIGSEGV" in r.output
     assert session.run("1").output == "1\n"
 
@@ -183,8 +203,10 @@ def test_sys_exit_and_exit_are_harmless(session):
 
 
 def test_thread_left_running(session):
-    r = session.run("import threading\ndef spin():\n    while True:\n        sum(range(1000))\n"
-                    "threading.Thread(target=spin, daemon=True).start()\n'started'")
+    r = session.run(
+        "import threading\ndef spin():\n    while True:\n        sum(range(1000))\n"
+        "threading.Thread(target=spin, daemon=True).start()\n'started'"
+    )
     assert r.output == "'started'\n"
     t = time.monotonic()
     assert session.run("2 + 2").output == "4\n"
@@ -193,8 +215,7 @@ def test_thread_left_running(session):
 
 
 def test_sigint_ignored_busy_loop_is_killed(session):
-    r = session.run("import signal\nsignal.signal(signal.SIGINT, lambda *a: None)\nwhile True: pass",
-                    timeout=1.0)
+    r = session.run("import signal\nsignal.signal(signal.SIGINT, lambda *a: None)\nwhile True: pass", timeout=1.0)
     assert (r.status, r.state_lost) == ("timeout", True) and STATE_LOST in r.output
     assert session.run("'fresh'").output == "'fresh'\n"
 
@@ -205,6 +226,7 @@ def test_c_level_loop_is_killed(session):
 
 
 # ------------------------------------------------------------------------------------------------ memory, files
+
 
 def test_huge_string_is_a_memory_error(session):
     r = session.run("' ' * 10**11")
@@ -225,8 +247,10 @@ def test_endless_print(session):
 
 
 def test_ten_gigabyte_file_is_stopped(session):
-    r = session.run("with open('big.bin', 'wb') as f:\n    for _ in range(10 * 1024):\n"
-                    "        f.write(b'\\0' * (1 << 20))", timeout=20)
+    r = session.run(
+        "with open('big.bin', 'wb') as f:\n    for _ in range(10 * 1024):\n        f.write(b'\\0' * (1 << 20))",
+        timeout=20,
+    )
     assert (r.status, r.state_lost) == ("error", False) and "File too large" in r.output
     assert os.path.getsize(os.path.join(session.workdir, "big.bin")) <= FILE_LIMIT
     assert state_kept(session)
@@ -247,6 +271,7 @@ def test_input_does_not_hang(session):
 
 
 # ------------------------------------------------------------------------------------------------ isolation
+
 
 def test_no_network(pool, session):
     srv = socket.socket()
@@ -273,18 +298,21 @@ def test_other_sessions_files_are_private(pool, session):
         other.run("open('secret.txt', 'w').write('s3cret')")
         secret_dir = other.workdir
         root = os.path.dirname(secret_dir)
-        for code in (f"__import__('os').listdir({secret_dir!r})",
-                     f"open({os.path.join(secret_dir, 'secret.txt')!r}).read()"):
+        for code in (
+            f"__import__('os').listdir({secret_dir!r})",
+            f"open({os.path.join(secret_dir, 'secret.txt')!r}).read()",
+        ):
             r = session.run(code)
             # Its own view has no such directory at all (FileNotFoundError); without a view, no permission.
-            assert r.status == "error" and ("PermissionError" in r.output or "FileNotFoundError" in r.output), \
-                (code, r.output)
+            assert r.status == "error" and ("PermissionError" in r.output or "FileNotFoundError" in r.output), (
+                code,
+                r.output,
+            )
             assert "s3cret" not in r.output
         # The pool's directory: not listable (a root-owned 0711 dir), or (in a user namespace, where the session
         # owns its whole tmpfs) a listing of the session's own directory only.
         r = session.run(f"print(__import__('os').listdir({root!r}))")
-        assert ("PermissionError" in r.output
-                or r.output == f"[{os.path.basename(session.workdir)!r}]\n"), r.output
+        assert "PermissionError" in r.output or r.output == f"[{os.path.basename(session.workdir)!r}]\n", r.output
     finally:
         other.close()
 
@@ -295,8 +323,9 @@ def test_host_files_are_not_writable(pool, session):
     for path in ("/etc/tool_runtime_probe", os.path.join(os.path.dirname(__file__), "probe.txt")):
         r = session.run(f"open({path!r}, 'w')")
         # Read-only view (EROFS), no such directory in the view, or no permission without one.
-        assert r.status == "error" and any(e in r.output for e in (
-            "PermissionError", "Read-only file system", "FileNotFoundError")), r.output
+        assert r.status == "error" and any(
+            e in r.output for e in ("PermissionError", "Read-only file system", "FileNotFoundError")
+        ), r.output
         assert not os.path.exists(path)
 
 
@@ -316,7 +345,8 @@ def test_temporary_files_stay_inside_the_pool(pool, session, tmp_path):
 
 def test_pickle_payload_on_the_channel_is_never_unpickled(session, tmp_path):
     marker = tmp_path / "pwned"
-    r = session.run(textwrap.dedent(f"""\
+    r = session.run(
+        textwrap.dedent(f"""\
         import os, pickle, stat, struct
         class Boom:
             def __reduce__(self):
@@ -328,7 +358,8 @@ def test_pickle_payload_on_the_channel_is_never_unpickled(session, tmp_path):
                     os.write(fd, struct.pack('>I', len(payload)) + payload)
             except OSError:
                 pass
-        """))
+        """)
+    )
     time.sleep(0.2)
     assert not marker.exists()
     assert (r.status, r.state_lost) == ("crashed", True) and "protocol" in r.output
@@ -336,14 +367,17 @@ def test_pickle_payload_on_the_channel_is_never_unpickled(session, tmp_path):
 
 
 def test_oversized_frame_on_the_channel(session):
-    r = session.run("import os, stat\nfor fd in map(int, os.listdir('/proc/self/fd')):\n    try:\n"
-                    "        if stat.S_ISSOCK(os.fstat(fd).st_mode): os.write(fd, b'\\xff\\xff\\xff\\xff')\n"
-                    "    except OSError: pass")
+    r = session.run(
+        "import os, stat\nfor fd in map(int, os.listdir('/proc/self/fd')):\n    try:\n"
+        "        if stat.S_ISSOCK(os.fstat(fd).st_mode): os.write(fd, b'\\xff\\xff\\xff\\xff')\n"
+        "    except OSError: pass"
+    )
     assert (r.status, r.state_lost) == ("crashed", True) and "exceeds the cap" in r.output
 
 
 def test_forked_child_cannot_use_the_channel(session):
-    r = session.run(textwrap.dedent("""\
+    r = session.run(
+        textwrap.dedent("""\
         import os, stat
         r, w = os.pipe()
         pid = os.fork()
@@ -358,6 +392,7 @@ def test_forked_child_cannot_use_the_channel(session):
             os._exit(0)
         os.waitpid(pid, 0)
         print('sockets in child:', os.read(r, 16).decode())
-        """))
+        """)
+    )
     assert r.output == "sockets in child: 0\n"
     assert state_kept(session)

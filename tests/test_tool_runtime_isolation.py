@@ -4,6 +4,7 @@ Every test first checks, from the host, that the mechanism that contains the att
 (its own mount/IPC namespace, the seccomp filter loaded, the view in place), then runs the hostile cell, then
 checks the host: nothing of a closed session is left.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -27,8 +28,9 @@ TMP_INODES = 4096
 
 @pytest.fixture(scope="module")
 def pool():
-    with SessionPool(max_sessions=8, timeout=20.0, interrupt_grace=0.5, tmp_bytes=TMP_BYTES,
-                     tmp_inodes=TMP_INODES) as p:
+    with SessionPool(
+        max_sessions=8, timeout=20.0, interrupt_grace=0.5, tmp_bytes=TMP_BYTES, tmp_inodes=TMP_INODES
+    ) as p:
         yield p
 
 
@@ -66,13 +68,15 @@ def require_seccomp(session) -> None:
 
 # ------------------------------------------------------------------------------------------ 1. scratch space
 
+
 def test_tmp_shm_home_are_private_to_each_session(pool, two):
     a, b = two
     require_private(a, b, "mnt")
     assert pool.info["isolation"]["private_tmp"] == ["/tmp", "/var/tmp", "/dev/shm"]
     names = ["/tmp/common", "/var/tmp/common", "/dev/shm/common"]
     # A plants world-writable files and a symlink at common names, as a trap for its neighbour.
-    r = a.run(textwrap.dedent(f"""\
+    r = a.run(
+        textwrap.dedent(f"""\
         import os
         for p in {names!r}:
             with open(p, 'w') as f:
@@ -80,7 +84,8 @@ def test_tmp_shm_home_are_private_to_each_session(pool, two):
             os.chmod(p, 0o666)
         os.symlink('/tmp/common', '/tmp/link')
         open(os.path.expanduser('~/home-file'), 'w').write('a-home')
-        print(sorted(os.listdir('/tmp')))"""))
+        print(sorted(os.listdir('/tmp')))""")
+    )
     assert r.status == "ok", r.output
     # B sees none of it, and writing at the same names creates its own files.
     assert value(b, f"[__import__('os').path.lexists(p) for p in {names + ['/tmp/link']!r}]") == [False] * 4
@@ -95,9 +100,12 @@ def test_tmp_shm_home_are_private_to_each_session(pool, two):
 
 def require_capped_tmpfs(session) -> None:
     """Prove the session's /tmp, /var/tmp, /dev/shm and work dir are one tmpfs with the pool's caps."""
-    facts = value(session, "[[os.statvfs(p).f_blocks * os.statvfs(p).f_frsize, os.statvfs(p).f_files, "
-                           "os.stat(p).st_dev] for p in ('/tmp', '/var/tmp', '/dev/shm', '.')] "
-                           "if (os := __import__('os')) else 0")
+    facts = value(
+        session,
+        "[[os.statvfs(p).f_blocks * os.statvfs(p).f_frsize, os.statvfs(p).f_files, "
+        "os.stat(p).st_dev] for p in ('/tmp', '/var/tmp', '/dev/shm', '.')] "
+        "if (os := __import__('os')) else 0",
+    )
     if not all(f == [TMP_BYTES, TMP_INODES, facts[0][2]] for f in facts):
         pytest.fail(f"the session's scratch space is not one capped tmpfs ({facts}): not filling it")
 
@@ -106,7 +114,8 @@ def test_filling_the_tmpfs_hurts_only_the_filler(pool, two):
     a, b = two
     require_private(a, b, "mnt")
     require_capped_tmpfs(a)
-    r = a.run(textwrap.dedent(f"""\
+    r = a.run(
+        textwrap.dedent(f"""\
         import os
         n = 0
         try:
@@ -114,10 +123,13 @@ def test_filling_the_tmpfs_hurts_only_the_filler(pool, two):
                 for _ in range({(TMP_BYTES >> 20) + 8}):
                     f.write(b'x' * (1 << 20)); n += 1
         except OSError as e:
-            print('stopped', e.errno, n)"""))
+            print('stopped', e.errno, n)""")
+    )
     assert r.output.startswith("stopped 28 ") and int(r.output.split()[2]) <= TMP_BYTES >> 20, r.output
-    r = a.run(f"import os\nn = 0\ntry:\n    for n in range({TMP_INODES + 64}):\n        os.mkdir(f'/tmp/d{{n}}')\n"
-              "except OSError as e:\n    print('stopped', e.errno, n)")
+    r = a.run(
+        f"import os\nn = 0\ntry:\n    for n in range({TMP_INODES + 64}):\n        os.mkdir(f'/tmp/d{{n}}')\n"
+        "except OSError as e:\n    print('stopped', e.errno, n)"
+    )
     assert r.output.startswith("stopped 28 ") and int(r.output.split()[2]) <= TMP_INODES, r.output
     # The neighbour can still write in all of its places.
     r = b.run("for p in ('/tmp/x', '/var/tmp/x', '/dev/shm/x', 'x'):\n    open(p, 'w').write('ok' * 1000)\nprint('ok')")
@@ -148,8 +160,10 @@ def test_ipc_objects_are_private_and_die_with_the_session(pool, two):
     assert value(a, mine) == [True, True, True]
     seen = value(b, "[open(f'/proc/sysvipc/{k}').read().count('\\n') for k in ('shm', 'msg', 'sem')]")
     assert seen == [1, 1, 1]  # headers only: B sees no segment, queue or semaphore of A
-    r = b.run("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
-              "print(libc.mq_open(b'/rtiso-mq', os.O_RDONLY, 0, None), ctypes.get_errno())")
+    r = b.run(
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "print(libc.mq_open(b'/rtiso-mq', os.O_RDONLY, 0, None), ctypes.get_errno())"
+    )
     assert r.output == "-1 2\n"  # ENOENT
     a.close()
     host = "".join(Path(f"/proc/sysvipc/{k}").read_text() for k in ("shm", "msg", "sem"))
@@ -211,15 +225,34 @@ def test_uids_are_unique_and_nothing_persistent_is_writable(pool, two):
 
 # ------------------------------------------------------------------------------------------ 4. host view
 
+
 def test_host_view_is_minimal_and_read_only(pool):
     with pool.open() as s, pool.open() as other:
         require_private(s, other, "mnt", "pid")
         root = pool.info["workdir_root"]
         template = pool.info["template_pid"]
-        checks = {p: value(s, f"__import__('os').path.lexists({p!r})") for p in (
-            "/run", "/var/run", "/run/lock", "/dev/log", "/run/dbus/system_bus_socket", "/var/run/docker.sock",
-            "/sys", "/sys/fs/cgroup", "/home", "/root/.bashrc", f"{root}/template.log", f"/proc/{template}",
-            "/etc/shadow", "/dev/mem", "/dev/kmsg", str(ROOT / "tests"), str(ROOT / ".git"))}
+        checks = {
+            p: value(s, f"__import__('os').path.lexists({p!r})")
+            for p in (
+                "/run",
+                "/var/run",
+                "/run/lock",
+                "/dev/log",
+                "/run/dbus/system_bus_socket",
+                "/var/run/docker.sock",
+                "/sys",
+                "/sys/fs/cgroup",
+                "/home",
+                "/root/.bashrc",
+                f"{root}/template.log",
+                f"/proc/{template}",
+                "/etc/shadow",
+                "/dev/mem",
+                "/dev/kmsg",
+                str(ROOT / "tests"),
+                str(ROOT / ".git"),
+            )
+        }
         assert not any(checks.values()), checks
         # The host has these (the view hides them, it is not that they are missing).
         assert os.path.exists("/run") and os.path.exists(f"{root}/template.log") and os.path.exists("/sys/fs/cgroup")
@@ -228,22 +261,33 @@ def test_host_view_is_minimal_and_read_only(pool):
         assert value(s, "open('/proc/1/net/unix').read().count('\\n')") == 1  # header only: no host sockets
         assert value(s, "__import__('os').uname().nodename") == "session" != os.uname().nodename
         # PID 1 is the session's reaper, which is not chrooted: its root, cwd and memory are out of reach.
-        for code in ("__import__('os').listdir('/proc/1/root/')", "__import__('os').listdir('/proc/1/cwd/')",
-                     "open('/proc/1/mem', 'rb')", "__import__('os').listdir('/proc/1/fd')"):
+        for code in (
+            "__import__('os').listdir('/proc/1/root/')",
+            "__import__('os').listdir('/proc/1/cwd/')",
+            "open('/proc/1/mem', 'rb')",
+            "__import__('os').listdir('/proc/1/fd')",
+        ):
             r = s.run(code)
             assert r.status == "error" and "PermissionError" in r.output, (code, r.output)
         # No unix socket file anywhere in its view; nothing writable outside its own dirs (see above).
-        socks = value(s, textwrap.dedent("""\
+        socks = value(
+            s,
+            textwrap.dedent("""\
             [p for top in __import__('os').listdir('/') if top != 'proc'
              for d, _, fs in __import__('os').walk('/' + top) for p in [d + '/' + f for f in fs]
-             if __import__('stat').S_ISSOCK(__import__('os').lstat(p).st_mode)]"""))
+             if __import__('stat').S_ISSOCK(__import__('os').lstat(p).st_mode)]"""),
+        )
         assert socks == []
         r = s.run("open('/usr/lib/probe', 'w')")
         assert r.status == "error" and ("Read-only file system" in r.output or "PermissionError" in r.output)
         # The interpreter and its packages work from the view.
         assert s.run("import email.mime.text, sqlite3, decimal, ssl\nprint('imports ok')").output == "imports ok\n"
-        assert s.run("import subprocess\nprint(subprocess.run(['sh', '-c', 'echo hi'], capture_output=True)"
-                     ".stdout)").output == "b'hi\\n'\n"
+        assert (
+            s.run(
+                "import subprocess\nprint(subprocess.run(['sh', '-c', 'echo hi'], capture_output=True).stdout)"
+            ).output
+            == "b'hi\\n'\n"
+        )
         # IPython's `!cmd` runs on a pseudo-terminal: the session has a devpts instance of its own.
         assert s.run("!echo hi").output == "hi\n"
         assert value(s, "sorted(__import__('os').listdir('/dev/pts'))") == ["ptmx"]
@@ -257,8 +301,9 @@ def test_view_errors_name_the_path_and_the_reason(tmp_path):
     (hidden / "rtiso_probe_mod.py").write_text("X = 1\n")
     hidden.chmod(0o700)
     # A sys.path entry no other uid can read: pool.info names it, with the reason, and says what it cost.
-    with SessionPool(max_sessions=1, preload=(), spare_sessions=0,
-                     extra_env={"PYTHONPATH": f"{ROOT}{os.pathsep}{hidden}"}) as p:
+    with SessionPool(
+        max_sessions=1, preload=(), spare_sessions=0, extra_env={"PYTHONPATH": f"{ROOT}{os.pathsep}{hidden}"}
+    ) as p:
         iso = p.info["isolation"]
         if iso["user_namespace"]:  # sessions are the pool's own uid on the host: they can read it
             assert str(hidden) in iso["view"]["shown"] and iso["view"]["errors"] == {}
@@ -276,19 +321,19 @@ def test_view_errors_name_the_path_and_the_reason(tmp_path):
 # ------------------------------------------------------------------------------------------ 5. kernel surface
 
 ATTACKS = {
-    "keyctl": "libc.syscall(nr('keyctl'), 0, -3, 0)",                 # KEYCTL_GET_KEYRING_ID of the session keyring
+    "keyctl": "libc.syscall(nr('keyctl'), 0, -3, 0)",  # KEYCTL_GET_KEYRING_ID of the session keyring
     "add_key": "libc.syscall(nr('add_key'), b'user', b'k', b'v', 1, -3)",
-    "unshare_user": "libc.unshare(0x10000000)",                        # CLONE_NEWUSER
+    "unshare_user": "libc.unshare(0x10000000)",  # CLONE_NEWUSER
     "unshare_mount": "libc.unshare(0x00020000)",
     "clone_newuser": "libc.syscall(nr('clone'), 0x10000000 | 17, 0, 0, 0, 0)",
     "io_uring_setup": "libc.syscall(nr('io_uring_setup'), 8, ctypes.create_string_buffer(120))",
     "mount": "libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)",
-    "ptrace": "libc.ptrace(0, 0, 0, 0)",                               # PTRACE_TRACEME
+    "ptrace": "libc.ptrace(0, 0, 0, 0)",  # PTRACE_TRACEME
     "bpf": "libc.syscall(nr('bpf'), 0, 0, 0)",
     "perf_event_open": "libc.syscall(nr('perf_event_open'), 0, 0, -1, -1, 0)",
     "setns": "libc.setns(0, 0)",
     "init_module": "libc.syscall(nr('init_module'), 0, 0, 0)",
-    "vsock": "libc.socket(40, 1, 0)",                                  # AF_VSOCK: the hypervisor's host
+    "vsock": "libc.socket(40, 1, 0)",  # AF_VSOCK: the hypervisor's host
     "af_alg": "libc.socket(38, 5, 0)",
 }
 
@@ -313,13 +358,17 @@ def test_syscall_filter_denies_the_kernel_surface(pool):
         denied = {name: v for name, v in got.items() if v[0] == -1 and v[1] in (1, 38, 97)}  # EPERM/ENOSYS/EAFNO
         assert denied.keys() == ATTACKS.keys(), got
         # What a notebook needs still works: threads, fork, subprocess, multiprocessing, ordinary sockets.
-        r = s.run("import socket\nfor f in (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6): "
-                  "socket.socket(f, socket.SOCK_STREAM).close()\nprint(len(socket.if_nameindex()))")
+        r = s.run(
+            "import socket\nfor f in (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6): "
+            "socket.socket(f, socket.SOCK_STREAM).close()\nprint(len(socket.if_nameindex()))"
+        )
         assert r.output == "1\n", r.output
-        r = s.run("import threading, os, subprocess, multiprocessing as mp\nt = threading.Thread(target=print, "
-                  "args=('thread',)); t.start(); t.join()\npid = os.fork()\nif pid == 0: os._exit(3)\n"
-                  "print(os.waitpid(pid, 0)[1] >> 8, subprocess.run(['true']).returncode)\n"
-                  "with mp.get_context('fork').Pool(2) as p: print(p.map(abs, [-1, -2]))")
+        r = s.run(
+            "import threading, os, subprocess, multiprocessing as mp\nt = threading.Thread(target=print, "
+            "args=('thread',)); t.start(); t.join()\npid = os.fork()\nif pid == 0: os._exit(3)\n"
+            "print(os.waitpid(pid, 0)[1] >> 8, subprocess.run(['true']).returncode)\n"
+            "with mp.get_context('fork').Pool(2) as p: print(p.map(abs, [-1, -2]))"
+        )
         assert r.output == "thread\n3 0\n[1, 2]\n", r.output
 
 
@@ -349,7 +398,7 @@ def test_parent_keyring_is_out_of_reach(tmp_path):
     script.write_text(KEYRING_PROBE.format(root=str(ROOT)))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(out.stdout) == "-1 1 b'' False\n"   # KEYCTL_READ: EPERM; the key is not even listed
+    assert json.loads(out.stdout) == "-1 1 b'' False\n"  # KEYCTL_READ: EPERM; the key is not even listed
 
 
 # ------------------------------------------------------------------------------------------ 6. cleanup
@@ -401,9 +450,14 @@ def test_a_huge_tree_does_not_stall_the_pool(end):
 
 # ------------------------------------------------------------------------------------------ 9. interpreter in /tmp
 
+
 def _modules_for_ipython() -> list[Path]:
     """Top-level files and packages of this venv that `import IPython` loads (to copy into another venv)."""
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent("""\
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent("""\
         import IPython, sys, site, json
         sp = [p for p in site.getsitepackages()]
         tops = set()
@@ -412,7 +466,12 @@ def _modules_for_ipython() -> list[Path]:
             for s in sp:
                 if f.startswith(s + '/'):
                     tops.add(s + '/' + f[len(s) + 1:].split('/')[0])
-        print(json.dumps(sorted(tops)))""")], capture_output=True, text=True, check=True)
+        print(json.dumps(sorted(tops)))"""),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return [Path(p) for p in json.loads(out.stdout)]
 
 
@@ -433,14 +492,18 @@ def test_interpreter_in_a_venv_under_tmp(tmp_path_factory):
         shown = pool.info["isolation"]["view"]["shown"]
         assert str(site) in shown or any(str(site).startswith(p + "/") for p in shown), shown
         with pool.open() as s:
-            r = s.run("import IPython, rtiso_only_here\nprint(IPython.__file__.startswith("
-                      f"{str(site)!r}), rtiso_only_here.WHERE)")
+            r = s.run(
+                "import IPython, rtiso_only_here\nprint(IPython.__file__.startswith("
+                f"{str(site)!r}), rtiso_only_here.WHERE)"
+            )
             assert r.output == f"True {site}/rtiso_only_here.py\n", r.output
             # It is read-only to the session, and its /tmp is still private.
             r = s.run(f"open({str(site / 'evil.py')!r}, 'w')")
             assert r.status == "error"
-            assert value(s, "sorted(__import__('os').listdir('/tmp'))") == [str(venv).split("/")[2],
-                                                                             pool.info["workdir_root"].split("/")[2]]
+            assert value(s, "sorted(__import__('os').listdir('/tmp'))") == [
+                str(venv).split("/")[2],
+                pool.info["workdir_root"].split("/")[2],
+            ]
 
 
 # ------------------------------------------------------------------------------------------ without root
@@ -471,8 +534,14 @@ AS_NOBODY = textwrap.dedent("""\
 """)
 
 
-def _as_nobody(tmp_path: Path, argv: list[str], *, deny_userns: bool = False, timeout: float = 600,
-               files: dict[str, str] | None = None):
+def _as_nobody(
+    tmp_path: Path,
+    argv: list[str],
+    *,
+    deny_userns: bool = False,
+    timeout: float = 600,
+    files: dict[str, str] | None = None,
+):
     """Run argv as nobody (with the interpreter and this checkout readable) in a fresh world-writable dir
     (where `files` are written first; "{base}" in argv is that dir)."""
     needed = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, str(ROOT))}
@@ -483,8 +552,9 @@ def _as_nobody(tmp_path: Path, argv: list[str], *, deny_userns: bool = False, ti
             covers.add(hit[0])
             hidden.add(os.path.join(hit[0], hit[1]))
     script = tmp_path / "as_nobody.py"
-    script.write_text(AS_NOBODY.format(root=str(ROOT), hidden=sorted(hidden), covers=sorted(covers),
-                                       deny_userns=deny_userns))
+    script.write_text(
+        AS_NOBODY.format(root=str(ROOT), hidden=sorted(hidden), covers=sorted(covers), deny_userns=deny_userns)
+    )
     base = Path(tempfile.mkdtemp(prefix="rtiso-nobody-"))  # tmp_path's parents are root's own (0700)
     base.chmod(0o777)
     env = {"PATH": os.environ["PATH"], "HOME": str(base), "LANG": "C.UTF-8", "RTISO_BASE": str(base)}
@@ -492,8 +562,14 @@ def _as_nobody(tmp_path: Path, argv: list[str], *, deny_userns: bool = False, ti
         (base / name).write_text(text)
     argv = [a.replace("{base}", str(base)) for a in argv]
     try:
-        return subprocess.run([sys.executable, str(script), *argv], cwd=str(base), env=env, capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, str(script), *argv],
+            cwd=str(base),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     finally:
         # rm -rf, not shutil.rmtree: a session may have left a 1500-deep tree there (RecursionError), and the
         # pool's own background removal of it may still be running
@@ -506,10 +582,23 @@ def test_isolation_checks_hold_without_root(tmp_path):
     instead of setuid), and survives its template being killed (then the process the pool started is a shim)."""
     if os.geteuid() != 0:
         pytest.skip("the suite already runs unprivileged: the other tests of this file are these checks")
-    out = _as_nobody(tmp_path, [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                                "-k", "not without_", str(Path(__file__)),
-                                str(Path(__file__).with_name("test_tool_runtime_hostile.py")),
-                                str(Path(__file__).with_name("test_tool_runtime.py"))])
+    out = _as_nobody(
+        tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-x",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "not without_",
+            str(Path(__file__)),
+            str(Path(__file__).with_name("test_tool_runtime_hostile.py")),
+            str(Path(__file__).with_name("test_tool_runtime.py")),
+        ],
+    )
     assert out.returncode == 0 and " passed" in out.stdout, out.stdout[-5000:] + out.stderr[-2000:]
     assert "skipped" not in out.stdout and "failed" not in out.stdout
 
@@ -536,8 +625,13 @@ def test_without_user_namespaces_it_degrades_and_says_so(tmp_path):
     in force and why, and a 1500-deep tree in a work dir on the host does not make pool.close() raise."""
     if os.geteuid() != 0:
         pytest.skip("this test switches to nobody itself; it runs when the suite runs as root (CI does)")
-    out = _as_nobody(tmp_path, [sys.executable, "{base}/degraded.py"], deny_userns=True, timeout=300,
-                     files={"degraded.py": DEGRADED.format(root=str(ROOT))})
+    out = _as_nobody(
+        tmp_path,
+        [sys.executable, "{base}/degraded.py"],
+        deny_userns=True,
+        timeout=300,
+        files={"degraded.py": DEGRADED.format(root=str(ROOT))},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout)
     iso = got["iso"]

@@ -11,6 +11,7 @@
 Hostile cells here (a thread spinning in C code, a flood of frames) first prove that the session is a separate,
 CPU-limited process that the runtime can kill.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,9 +34,9 @@ from tool_runtime.timeouts import MAX_TIMEOUT
 
 TIMEOUT = 1.0
 GRACE = 2.0
-SLACK = 4.0          # scheduling on a loaded 2-core machine; the failures these tests catch are unbounded waits
+SLACK = 4.0  # scheduling on a loaded 2-core machine; the failures these tests catch are unbounded waits
 CPU_SECONDS = 120
-BIG_CELL = "print('big cell ran')\n" + ("#" * 99 + "\n") * 4000   # 400 KB: about twice what a socket buffer holds
+BIG_CELL = "print('big cell ran')\n" + ("#" * 99 + "\n") * 4000  # 400 KB: about twice what a socket buffer holds
 
 # Written into cells: send a frame on every socket of the session (its channel is the only one).
 FORGE = """\
@@ -60,8 +61,7 @@ def _current_request_id():
 
 @pytest.fixture(scope="module")
 def pool():
-    with SessionPool(max_sessions=16, timeout=5.0, interrupt_grace=GRACE, cpu_seconds=CPU_SECONDS,
-                     preload=()) as p:
+    with SessionPool(max_sessions=16, timeout=5.0, interrupt_grace=GRACE, cpu_seconds=CPU_SECONDS, preload=()) as p:
         yield p
 
 
@@ -98,13 +98,16 @@ def value(session, expr: str):
 
 def require_killable_cpu_limited_process(session) -> None:
     """Prove that a cell spinning forever in `session` runs in its own process, under a CPU-time limit."""
-    pid, cpu_limit = value(session, "(__import__('os').getpid(), "
-                                    "__import__('resource').getrlimit(__import__('resource').RLIMIT_CPU)[0])")
+    pid, cpu_limit = value(
+        session, "(__import__('os').getpid(), __import__('resource').getrlimit(__import__('resource').RLIMIT_CPU)[0])"
+    )
     host_pid = session.pid
     separate = bool(host_pid) and host_pid != os.getpid() and Path(f"/proc/{host_pid}").exists()
     if not (separate and 0 < cpu_limit <= CPU_SECONDS):
-        pytest.fail(f"session is not a separate CPU-limited process ({host_pid=}, {pid=}, {cpu_limit=}); "
-                    "refusing to start a spinning thread")
+        pytest.fail(
+            f"session is not a separate CPU-limited process ({host_pid=}, {pid=}, {cpu_limit=}); "
+            "refusing to start a spinning thread"
+        )
 
 
 def fd_count() -> int:
@@ -142,11 +145,14 @@ def settle(check, seconds: float = 10.0) -> bool:
 
 # ------------------------------------------------------------------------------------------------ the channel
 
+
 def test_session_that_stops_reading_its_channel_cannot_block_run(session, caplog):
     require_killable_cpu_limited_process(session)
     # A thread that holds the GIL in C code: the session's main loop can never read its channel again.
-    r = session.run("import threading, time\n"
-                    "threading.Thread(target=lambda: (time.sleep(0.2), sum(range(10**15))), daemon=True).start()")
+    r = session.run(
+        "import threading, time\n"
+        "threading.Thread(target=lambda: (time.sleep(0.2), sum(range(10**15))), daemon=True).start()"
+    )
     assert r.status == "ok"
     time.sleep(0.5)
     old_pid = session.pid
@@ -165,10 +171,12 @@ def test_session_that_stops_reading_its_channel_cannot_block_run(session, caplog
 
 
 def test_forged_replies_with_guessed_ids_are_dropped(session):
-    r = session.run(FORGE + "for i in list(range(-2, 50)) + ['1', '2', None, 'x' * 32]:\n"
-                    "    _forge({'op': 'done', 'id': i, 'output': 'FORGED', 'status': 'ok'})\n"
-                    "_forge({'op': 'ready'}); _forge({'op': 'pong', 'id': 3})\n"
-                    "print('real')")
+    r = session.run(
+        FORGE + "for i in list(range(-2, 50)) + ['1', '2', None, 'x' * 32]:\n"
+        "    _forge({'op': 'done', 'id': i, 'output': 'FORGED', 'status': 'ok'})\n"
+        "_forge({'op': 'ready'}); _forge({'op': 'pong', 'id': 3})\n"
+        "print('real')"
+    )
     assert (r.output, r.status, r.state_lost) == ("real\n", "ok", False)
     for i in range(5):
         assert session.run(f"{i} * 10").output == f"{i * 10}\n"
@@ -178,8 +186,10 @@ def test_forged_replies_with_guessed_ids_are_dropped(session):
 def test_reply_forged_by_a_cell_is_never_taken_for_a_later_request(session):
     # The cell can read its own request's id and reply in its own name (it decides its own output anyway);
     # the real reply that follows must not become the result of the next request.
-    r = session.run(FORGE + "_forge({'op': 'done', 'id': _current_request_id(), 'output': 'forged\\n', "
-                    "'status': 'ok'})\nimport time; time.sleep(0.5)\nprint('real reply of the first cell')")
+    r = session.run(
+        FORGE + "_forge({'op': 'done', 'id': _current_request_id(), 'output': 'forged\\n', "
+        "'status': 'ok'})\nimport time; time.sleep(0.5)\nprint('real reply of the first cell')"
+    )
     assert r.output == "forged\n"
     assert session.run("'second'").output == "'second'\n"
     assert session.run("'third'").output == "'third'\n"
@@ -188,8 +198,10 @@ def test_reply_forged_by_a_cell_is_never_taken_for_a_later_request(session):
 
 def test_forged_reply_then_sleep_does_not_hang_the_next_big_cell(session):
     # The issue's case: a fake reply, then the session sleeps instead of reading, and the next cell is 400 KB.
-    r = session.run(FORGE + "_forge({'op': 'done', 'id': _current_request_id(), 'output': '', 'status': 'ok'})\n"
-                    "import time; time.sleep(3600)")
+    r = session.run(
+        FORGE + "_forge({'op': 'done', 'id': _current_request_id(), 'output': '', 'status': 'ok'})\n"
+        "import time; time.sleep(3600)"
+    )
     assert r.status == "ok"
     t = time.monotonic()
     r = session.run(BIG_CELL, timeout=TIMEOUT)
@@ -207,9 +219,12 @@ def test_partial_forged_frame_is_bounded_and_restarts(session):
 
 
 def test_cell_closing_its_channel_is_a_crash_and_restarts(session):
-    r = session.run("import os, stat\nfor fd in map(int, os.listdir('/proc/self/fd')):\n    try:\n"
-                    "        if stat.S_ISSOCK(os.fstat(fd).st_mode): os.close(fd)\n    except OSError: pass\n"
-                    "import time; time.sleep(3600)", timeout=30)
+    r = session.run(
+        "import os, stat\nfor fd in map(int, os.listdir('/proc/self/fd')):\n    try:\n"
+        "        if stat.S_ISSOCK(os.fstat(fd).st_mode): os.close(fd)\n    except OSError: pass\n"
+        "import time; time.sleep(3600)",
+        timeout=30,
+    )
     assert (r.status, r.state_lost) == ("crashed", True)
     assert "closed its channel" in r.output and r.seconds < 30
     assert session.run("'fresh'").output == "'fresh'\n"
@@ -217,12 +232,14 @@ def test_cell_closing_its_channel_is_a_crash_and_restarts(session):
 
 def test_flood_of_stray_frames_while_cells_run(session):
     require_killable_cpu_limited_process(session)
-    session.run(FORGE + "import threading, time\n"
-                "def _flood():\n"
-                "    for i in range(400):\n"
-                "        _forge({'op': 'done', 'id': i, 'output': 'FLOOD', 'status': 'ok'})\n"
-                "        time.sleep(0.002)\n"
-                "threading.Thread(target=_flood, daemon=True).start()")
+    session.run(
+        FORGE + "import threading, time\n"
+        "def _flood():\n"
+        "    for i in range(400):\n"
+        "        _forge({'op': 'done', 'id': i, 'output': 'FLOOD', 'status': 'ok'})\n"
+        "        time.sleep(0.002)\n"
+        "threading.Thread(target=_flood, daemon=True).start()"
+    )
     for i in range(20):
         r = session.run(f"'cell {i}'")
         assert (r.output, r.status) == (f"'cell {i}'\n", "ok")
@@ -230,6 +247,7 @@ def test_flood_of_stray_frames_while_cells_run(session):
 
 
 # ------------------------------------------------------------------------------------------------ a busy template
+
 
 def test_busy_template_is_not_taken_for_dead(pool, witness):
     """The template stops answering for a while (here: SIGSTOP, as if it spent seconds deleting what a cell
@@ -331,8 +349,10 @@ def test_pool_close_survives_a_deep_tree_and_is_bounded():
     root = p.info["workdir_root"]
     s, n = p.open(), p.open()
     n.run("v = 1")
-    r = s.run("import os\nhome = os.getcwd()\nfor _ in range(1500):\n    os.mkdir('d'); os.chdir('d')\n"
-              "os.chdir(home)\nfor i in range(1000): os.mkdir(f'e{i}')\nprint('made')")
+    r = s.run(
+        "import os\nhome = os.getcwd()\nfor _ in range(1500):\n    os.mkdir('d'); os.chdir('d')\n"
+        "os.chdir(home)\nfor i in range(1000): os.mkdir(f'e{i}')\nprint('made')"
+    )
     assert r.output == "made\n"
     assert n.run("v").output == "1\n"
     t = time.monotonic()
@@ -344,6 +364,7 @@ def test_pool_close_survives_a_deep_tree_and_is_bounded():
 
 
 # ------------------------------------------------------------------------------------------------ races and leaks
+
 
 def _hammer(p: SessionPool, stop: threading.Event, errors: list) -> None:
     rng = random.Random()

@@ -7,11 +7,19 @@
 
 See docs/tool_runtime.md for what is isolated, every knob, and the exact texts the model reads.
 """
+
 from .config import RuntimeConfig
 from .launcher import TemplateError
 from .pool import PoolExhaustedError, SessionPool
 from .result import ExecResult
 from .session import Session, SessionClosedError
 
-__all__ = ["SessionPool", "Session", "ExecResult", "RuntimeConfig", "PoolExhaustedError", "SessionClosedError",
-           "TemplateError"]
+__all__ = [
+    "SessionPool",
+    "Session",
+    "ExecResult",
+    "RuntimeConfig",
+    "PoolExhaustedError",
+    "SessionClosedError",
+    "TemplateError",
+]

@@ -6,6 +6,7 @@ its cgroups and an empty network namespace, locks itself down (rlimits, unprivil
 replaces stdio with bounded capture, says "ready" and answers `run` frames until its channel closes. Nothing
 here trusts the cells it runs: the parent treats every frame it gets back as untrusted data (protocol.py).
 """
+
 from __future__ import annotations
 
 import ast
@@ -26,7 +27,7 @@ from .config import RuntimeConfig
 from .output import BoundedWriter, FdCapture, NoStdin
 from .protocol import FrameReader, PeerClosed, ProtocolError, send_frame
 
-MAX_REQUEST_BYTES = 64 << 20   # code sent by the parent
+MAX_REQUEST_BYTES = 64 << 20  # code sent by the parent
 
 
 def max_reply_bytes(max_output_chars: int) -> int:
@@ -78,7 +79,7 @@ def make_shell():
             pass  # IPython 9 would keep every echoed value in the history until the session ends
 
     class SessionShell(InteractiveShell):
-        runner: "CellRunner | None" = None
+        runner: CellRunner | None = None
         displayhook_class = SessionDisplayHook
 
         def ask_exit(self) -> None:
@@ -96,8 +97,9 @@ def make_shell():
             # tens of microseconds per print and unbounded memory. Cell output is captured by the runner.
             yield
 
-        def showtraceback(self, exc_tuple=None, filename=None, tb_offset=None, exception_only=False,
-                          running_compiled_code=False):
+        def showtraceback(
+            self, exc_tuple=None, filename=None, tb_offset=None, exception_only=False, running_compiled_code=False
+        ):
             etype, value, _ = exc_tuple if exc_tuple is not None else sys.exc_info()
             if value is None:
                 return
@@ -216,6 +218,7 @@ def forget_outputs(shell) -> None:
 
 # --------------------------------------------------------------------------------------------- one cell
 
+
 class CellRunner:
     """Runs cells in the shell with all output in one BoundedWriter; SIGINT interrupts only a running cell."""
 
@@ -271,11 +274,18 @@ class CellRunner:
         text, cut = self.writer.end()
         forget_outputs(shell)
         self._install()  # the cell may have replaced sys.stdout, sys.stdin or the SIGINT handler
-        return {"op": "done", "output": text, "cut": cut, "status": status, "interrupted": self.interrupted,
-                "seconds": seconds}
+        return {
+            "op": "done",
+            "output": text,
+            "cut": cut,
+            "status": status,
+            "interrupted": self.interrupted,
+            "seconds": seconds,
+        }
 
 
 # --------------------------------------------------------------------------------------------- the process
+
 
 def _reseed() -> None:
     random.seed()
@@ -303,8 +313,9 @@ def _enter_namespaces(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, 
     if plan.get("view"):
         # In a user namespace the work dir belongs to the pool's uid, which the session's own uid maps to.
         owner = os.getuid() if plan.get("user_namespace") or not plan["users"] else spec["uid"]
-        fsview.enter_session_view(plan["view"], spec["workdir"], owner, owner,
-                                  size=cfg.tmp_bytes, inodes=cfg.tmp_inodes, new_proc=True)
+        fsview.enter_session_view(
+            plan["view"], spec["workdir"], owner, owner, size=cfg.tmp_bytes, inodes=cfg.tmp_inodes, new_proc=True
+        )
     if cfg.nice:
         os.nice(cfg.nice)
 
@@ -320,8 +331,9 @@ def _close_inherited_fds(keep: set[int]) -> None:
                 pass
 
 
-def _lock_down(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any], channel: socket.socket,
-               seccomp_filter: Any) -> dict[str, Any]:
+def _lock_down(
+    cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any], channel: socket.socket, seccomp_filter: Any
+) -> dict[str, Any]:
     """Then, in the process that runs cells: work dir, rlimits, unprivileged uid, fresh keyring, syscall
     filter, environment, seeds."""
     users = plan["users"]
@@ -346,9 +358,12 @@ def _lock_down(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any], c
         os.chdir(workdir)
 
     applied = limits.apply_rlimits(
-        address_space=spec["vm_size"] + cfg.memory_limit, file_bytes=cfg.max_file_bytes,
-        open_files=cfg.max_open_files, cpu_seconds=cfg.cpu_seconds,
-        processes=cfg.max_processes if users else None)
+        address_space=spec["vm_size"] + cfg.memory_limit,
+        file_bytes=cfg.max_file_bytes,
+        open_files=cfg.max_open_files,
+        cpu_seconds=cfg.cpu_seconds,
+        processes=cfg.max_processes if users else None,
+    )
     os.umask(0o077)
     if plan.get("user_namespace"):
         limits.drop_all_capabilities()
@@ -369,8 +384,15 @@ def _lock_down(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, Any], c
     tempfile.tempdir = None
     _reseed()
     gc.enable()
-    return {"pid": spec["host_pid"], "ns_pid": os.getpid(), "uid": os.getuid(), "rlimits": applied,
-            "keyring": keyring, "seccomp": seccomp_filter is not None, "view": bool(plan.get("view"))}
+    return {
+        "pid": spec["host_pid"],
+        "ns_pid": os.getpid(),
+        "uid": os.getuid(),
+        "rlimits": applied,
+        "keyring": keyring,
+        "seccomp": seccomp_filter is not None,
+        "view": bool(plan.get("view")),
+    }
 
 
 def _reaper_exit_code(status: int) -> int:
@@ -387,6 +409,7 @@ def _reap_forever(session_pid: int) -> NoReturn:
     to the session, and exits when the session does (the kernel then kills whatever is left in the namespace).
     It stays root but runs only this loop; the session cannot signal it (other uid, and init is immune to
     signals from inside its namespace)."""
+
     def forward(signum, frame):
         try:
             os.kill(session_pid, signum)
@@ -403,8 +426,14 @@ def _reap_forever(session_pid: int) -> NoReturn:
             os._exit(_reaper_exit_code(status))
 
 
-def session_entry(channel: socket.socket, shell, cfg: RuntimeConfig, plan: dict[str, Any],
-                  spec: dict[str, Any], seccomp_filter: Any = None) -> NoReturn:
+def session_entry(
+    channel: socket.socket,
+    shell,
+    cfg: RuntimeConfig,
+    plan: dict[str, Any],
+    spec: dict[str, Any],
+    seccomp_filter: Any = None,
+) -> NoReturn:
     """First code of a freshly forked session (called in the template's child). Never returns."""
     reply_cap = max_reply_bytes(cfg.max_output_chars)
     try:
@@ -446,8 +475,14 @@ def _fail(channel: socket.socket, exc: BaseException, reply_cap: int) -> NoRetur
         os._exit(70)
 
 
-def session_main(channel: socket.socket, shell, cfg: RuntimeConfig, plan: dict[str, Any],
-                 spec: dict[str, Any], seccomp_filter: Any = None) -> NoReturn:
+def session_main(
+    channel: socket.socket,
+    shell,
+    cfg: RuntimeConfig,
+    plan: dict[str, Any],
+    spec: dict[str, Any],
+    seccomp_filter: Any = None,
+) -> NoReturn:
     """The session process: lock down, then answer `run` frames until the channel closes."""
     reply_cap = max_reply_bytes(cfg.max_output_chars)
     try:
@@ -472,8 +507,9 @@ def session_main(channel: socket.socket, shell, cfg: RuntimeConfig, plan: dict[s
         writer.after_fork_in_child()
         capture.after_fork_in_child()
 
-    os.register_at_fork(before=capture.before_fork, after_in_parent=capture.after_fork_in_parent,
-                        after_in_child=poison_channel)
+    os.register_at_fork(
+        before=capture.before_fork, after_in_parent=capture.after_fork_in_parent, after_in_child=poison_channel
+    )
 
     try:
         send_frame(channel, {"op": "ready", **facts}, reply_cap)

@@ -5,6 +5,7 @@ A cell can leave anything in a directory on the host (when sessions have no priv
 walks iteratively and does not cross into other mounts; spawned (not forked), it costs the caller nothing but
 the wait, which the template never does on its request path.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,13 @@ def start_removal(path: str) -> subprocess.Popen | None:
     if not os.path.lexists(path):
         return None
     try:
-        return subprocess.Popen(["rm", "-rf", "--one-file-system", "--", path], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True)
+        return subprocess.Popen(
+            ["rm", "-rf", "--one-file-system", "--", path],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            close_fds=True,
+        )
     except OSError as exc:
         log.warning("could not start removing %s: %s", path, exc)
         return None

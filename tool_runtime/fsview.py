@@ -13,31 +13,54 @@ a fresh /proc of its own PID namespace, and chroots into the view. Interpreter p
 its namespace and with it the tmpfs: nothing of the session is left on the host, and removing it costs the
 template nothing (a cell that made 100k directories is freed by the kernel in the exiting session).
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import socket
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from . import limits
 
 log = logging.getLogger(__name__)
 
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "passwd", "group",
-               "nsswitch.conf", "host.conf", "hosts", "resolv.conf", "gai.conf", "protocols", "services",
-               "ssl", "ca-certificates", "alternatives", "mime.types", "os-release", "fonts", "python3",
-               f"python3.{sys.version_info.minor}", "matplotlibrc")
+ETC_ENTRIES = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "timezone",
+    "passwd",
+    "group",
+    "nsswitch.conf",
+    "host.conf",
+    "hosts",
+    "resolv.conf",
+    "gai.conf",
+    "protocols",
+    "services",
+    "ssl",
+    "ca-certificates",
+    "alternatives",
+    "mime.types",
+    "os-release",
+    "fonts",
+    "python3",
+    f"python3.{sys.version_info.minor}",
+    "matplotlibrc",
+)
 DEVICES = ("null", "zero", "full", "random", "urandom")
 # Private to each session (subdirectory of its tmpfs -> where it is mounted in the view).
 SESSION_DIRS = {".tmp": "/tmp", ".vartmp": "/var/tmp", ".shm": "/dev/shm"}
 # Kernel-wide files of /proc that tell about other users and the host (docker masks the same): /dev/null on top.
 PROC_MASKED = ("keys", "key-users", "kcore", "timer_list", "sched_debug", "sysrq-trigger", "kallsyms", "kmsg")
 HOSTNAME = "session"
-STAGING = "/.session"   # directory of the view where a session mounts its tmpfs (its parts are bound elsewhere)
+STAGING = "/.session"  # directory of the view where a session mounts its tmpfs (its parts are bound elsewhere)
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -45,10 +68,10 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 class View:
     """What the template built; sent to every session as part of its plan (JSON-able)."""
 
-    root: str                                   # the view's directory in the template's mount namespace
-    pool_root: str                              # the pool's directory as sessions see it
-    shown: list[str] = field(default_factory=list)      # host paths shown read-only
-    deferred: list[str] = field(default_factory=list)   # interpreter paths under a session dir (bound per session)
+    root: str  # the view's directory in the template's mount namespace
+    pool_root: str  # the pool's directory as sessions see it
+    shown: list[str] = field(default_factory=list)  # host paths shown read-only
+    deferred: list[str] = field(default_factory=list)  # interpreter paths under a session dir (bound per session)
     errors: dict[str, str] = field(default_factory=dict)  # path -> why it could not be shown
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,9 +93,14 @@ def _ro_flags(path: str) -> int:
     """Mount flags that keep what the source mount had (needed to remount a bind inside a user namespace)."""
     f = os.statvfs(path).f_flag
     flags = limits.MS_RDONLY
-    for st, ms in ((os.ST_NOSUID, limits.MS_NOSUID), (os.ST_NODEV, limits.MS_NODEV),
-                   (os.ST_NOEXEC, limits.MS_NOEXEC), (os.ST_NOATIME, limits.MS_NOATIME),
-                   (os.ST_NODIRATIME, limits.MS_NODIRATIME), (os.ST_RELATIME, limits.MS_RELATIME)):
+    for st, ms in (
+        (os.ST_NOSUID, limits.MS_NOSUID),
+        (os.ST_NODEV, limits.MS_NODEV),
+        (os.ST_NOEXEC, limits.MS_NOEXEC),
+        (os.ST_NOATIME, limits.MS_NOATIME),
+        (os.ST_NODIRATIME, limits.MS_NODIRATIME),
+        (os.ST_RELATIME, limits.MS_RELATIME),
+    ):
         if f & st:
             flags |= ms
     return flags
@@ -156,8 +184,12 @@ def build_view(root: str, needed: Iterable[str], pool_root: str) -> View:
         if os.path.exists(src):
             _make_target(V(src), False)
             limits.mount(src, V(src), None, limits.MS_BIND)
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-                         ("stderr", "/proc/self/fd/2")):
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
         os.symlink(target, V(f"/dev/{name}"))
     os.symlink("pts/ptmx", V("/dev/ptmx"))  # each session mounts a devpts instance of its own on /dev/pts
     for path in ("/proc", "/dev/pts", STAGING, *SESSION_DIRS.values()):
@@ -197,8 +229,9 @@ def build_view(root: str, needed: Iterable[str], pool_root: str) -> View:
     return view
 
 
-def enter_session_view(view: dict[str, Any], workdir: str, uid: int, gid: int, *, size: int, inodes: int,
-                       new_proc: bool) -> None:
+def enter_session_view(
+    view: dict[str, Any], workdir: str, uid: int, gid: int, *, size: int, inodes: int, new_proc: bool
+) -> None:
     """In a new session (root, before forking the process that runs cells): own mount + IPC namespace, own
     tmpfs for the work dir, /tmp, /var/tmp and /dev/shm, own /proc. The process that runs cells then enters the
     view with `enter_view`."""
@@ -207,8 +240,13 @@ def enter_session_view(view: dict[str, Any], workdir: str, uid: int, gid: int, *
     limits.unshare(limits.CLONE_NEWNS | limits.CLONE_NEWIPC | limits.CLONE_NEWUTS)
     socket.sethostname(HOSTNAME)  # not the host's name
     stage = V(STAGING)
-    limits.mount("tmpfs", stage, "tmpfs", limits.MS_NOSUID | limits.MS_NODEV,
-                 f"mode=0711,size={int(size)},nr_inodes={int(inodes)}")
+    limits.mount(
+        "tmpfs",
+        stage,
+        "tmpfs",
+        limits.MS_NOSUID | limits.MS_NODEV,
+        f"mode=0711,size={int(size)},nr_inodes={int(inodes)}",
+    )
     for sub, where in SESSION_DIRS.items():
         os.mkdir(os.path.join(stage, sub))
         os.chmod(os.path.join(stage, sub), 0o1777)
@@ -222,14 +260,15 @@ def enter_session_view(view: dict[str, Any], workdir: str, uid: int, gid: int, *
     else:
         os.mkdir(os.path.join(stage, ".pool"), 0o711)
         limits.mount(os.path.join(stage, ".pool"), V(pool_root), None, limits.MS_BIND)
-    os.chmod(V(pool_root), 0o711)   # sessions may enter their own dir, never list the pool's
+    os.chmod(V(pool_root), 0o711)  # sessions may enter their own dir, never list the pool's
     os.mkdir(V(workdir), 0o700)
     os.chown(V(workdir), uid, gid)
     # The tmpfs stays mounted at the staging dir too (0711, so not listable): unmounting it would cost an RCU
     # grace period (5 ms and more on a loaded host) for nothing; the namespace goes with the session anyway.
     # Pseudo-terminals (IPython's `!cmd` runs commands on one): a devpts instance of the session's own.
-    limits.mount("devpts", V("/dev/pts"), "devpts", limits.MS_NOSUID | limits.MS_NOEXEC,
-                 "newinstance,ptmxmode=0666,mode=0620")
+    limits.mount(
+        "devpts", V("/dev/pts"), "devpts", limits.MS_NOSUID | limits.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"
+    )
     if new_proc:
         limits.mount("proc", V("/proc"), "proc", limits.MS_NOSUID | limits.MS_NODEV | limits.MS_NOEXEC)
         for name in PROC_MASKED:

@@ -6,6 +6,7 @@ child exits: started from a short-lived worker thread of the user's program, the
 that thread ends. The environment passed is built from scratch: no variable of the user's process (API keys,
 tokens, proxies) reaches the template or the sessions.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,9 +28,15 @@ from .timeouts import wait_fd
 log = logging.getLogger(__name__)
 
 CTL_MAX_BYTES = 1 << 20
-CTL_SEND_TIMEOUT = 5.0   # writing one small control frame; only a template that stopped reading takes longer
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-               "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")
+CTL_SEND_TIMEOUT = 5.0  # writing one small control frame; only a template that stopped reading takes longer
+THREAD_VARS = (
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "BLIS_NUM_THREADS",
+)
 
 
 class TemplateError(RuntimeError):
@@ -50,7 +57,7 @@ class _Pending:
         self.reply: dict[str, Any] | None = None
         self.fds: list[int] = []
         self.error: str | None = None
-        self.abandoned = abandoned   # nobody waits: the reader disposes of the reply (and of any fds in it)
+        self.abandoned = abandoned  # nobody waits: the reader disposes of the reply (and of any fds in it)
 
 
 def clean_env(cfg: RuntimeConfig) -> dict[str, str]:
@@ -64,7 +71,7 @@ def clean_env(cfg: RuntimeConfig) -> dict[str, str]:
         "LC_ALL": "C.UTF-8",
         "TERM": "dumb",
         "NO_COLOR": "1",
-        "PYTHONPATH": package_parent,       # removed again by the template once it has started
+        "PYTHONPATH": package_parent,  # removed again by the template once it has started
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONIOENCODING": "utf-8",
         "MPLBACKEND": "Agg",
@@ -86,13 +93,13 @@ class TemplateHandle:
         self.proc: subprocess.Popen | None = None
         self.info: dict[str, Any] = {}
         self._sock: socket.socket | None = None
-        self._lock = threading.Lock()        # pending requests and request numbers
-        self._send_lock = threading.Lock()   # writing on the control socket (taken before _lock, never after)
+        self._lock = threading.Lock()  # pending requests and request numbers
+        self._send_lock = threading.Lock()  # writing on the control socket (taken before _lock, never after)
         self._pending: dict[int, _Pending] = {}
         self._req = 0
         self._reader: threading.Thread | None = None
-        self._dead = False                   # shut down or killed by us
-        self._eof = False                    # the control socket is closed (the template died or was stopped)
+        self._dead = False  # shut down or killed by us
+        self._eof = False  # the control socket is closed (the template died or was stopped)
         self._log_path = os.path.join(cfg.workdir_root, "template.log")
 
     # ----------------------------------------------------------------------------------------- start
@@ -106,9 +113,14 @@ class TemplateHandle:
                 with open(self._log_path, "ab") as log:
                     box["proc"] = subprocess.Popen(
                         [self.python, "-s", "-m", "tool_runtime.template", str(theirs.fileno()), str(os.getpid())],
-                        pass_fds=[theirs.fileno()], env=clean_env(self.cfg), cwd=self.cfg.workdir_root,
-                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                        start_new_session=True)
+                        pass_fds=[theirs.fileno()],
+                        env=clean_env(self.cfg),
+                        cwd=self.cfg.workdir_root,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=log,
+                        start_new_session=True,
+                    )
             except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
                 box["error"] = exc
                 started.set()
@@ -156,7 +168,7 @@ class TemplateHandle:
             if not wait_fd(self._sock.fileno(), select.POLLOUT, deadline):
                 raise TemplateBusyError("the template does not read its control socket")
             try:
-                data = data[self._sock.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL):]
+                data = data[self._sock.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL) :]
             except (BlockingIOError, InterruptedError):
                 continue
 
@@ -172,7 +184,7 @@ class TemplateHandle:
                     if length > CTL_MAX_BYTES:
                         raise ProtocolError("oversized control frame")
                     if len(buf) >= HEADER.size + length:
-                        return decode(bytes(buf[HEADER.size:HEADER.size + length])), fds
+                        return decode(bytes(buf[HEADER.size : HEADER.size + length])), fds
                 if not wait_fd(self._sock.fileno(), select.POLLIN, deadline):
                     raise TimeoutError("the template did not answer in time")
                 data, new_fds, _, _ = socket.recv_fds(self._sock, 65536, 8)
@@ -195,7 +207,7 @@ class TemplateHandle:
         sock = self._sock
         assert sock is not None
         buf = bytearray()
-        fd_queue: list[int] = []   # descriptors in arrival order; only "forked" replies carry them (two each)
+        fd_queue: list[int] = []  # descriptors in arrival order; only "forked" replies carry them (two each)
         reason = "template closed its control socket"
         try:
             while True:
@@ -205,8 +217,8 @@ class TemplateHandle:
                         raise ProtocolError("oversized control frame")
                     if len(buf) < HEADER.size + length:
                         break
-                    reply = decode(bytes(buf[HEADER.size:HEADER.size + length]))
-                    del buf[:HEADER.size + length]
+                    reply = decode(bytes(buf[HEADER.size : HEADER.size + length]))
+                    del buf[: HEADER.size + length]
                     fds: list[int] = []
                     if reply.get("op") == "forked":
                         fds, fd_queue = fd_queue[:2], fd_queue[2:]
@@ -241,7 +253,7 @@ class TemplateHandle:
             self.release_nowait(reply["pid"])  # forked for a caller that gave up: end it, or it holds a slot
 
     def _fail_all(self, reason: str) -> None:
-        with self._send_lock, self._lock:   # nobody is writing on the socket while it is closed
+        with self._send_lock, self._lock:  # nobody is writing on the socket while it is closed
             self._eof = True
             pending, self._pending = list(self._pending.values()), {}
             if self._sock is not None:
@@ -283,8 +295,10 @@ class TemplateHandle:
         with self._lock:
             if not pending.done.is_set():
                 pending.abandoned = True
-                raise TemplateBusyError(f"the template did not answer a {pending.op!r} request in time "
-                                        "(it is busy, e.g. cleaning up after a session)")
+                raise TemplateBusyError(
+                    f"the template did not answer a {pending.op!r} request in time "
+                    "(it is busy, e.g. cleaning up after a session)"
+                )
         if pending.error is not None:
             raise TemplateError(pending.error)
         assert pending.reply is not None

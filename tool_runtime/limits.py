@@ -4,6 +4,7 @@ Everything here is a thin, explicit wrapper around one kernel mechanism, called 
 standard library does not expose unshare/setns/prctl/mount. Functions raise OSError with the failing call named;
 the callers (template.py, child.py) decide what is optional and record what is in force.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -11,8 +12,8 @@ import errno
 import os
 import resource
 import signal
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -79,6 +80,7 @@ def umount2(target: str, flags: int) -> None:
 def join_new_session_keyring() -> int:
     """Replace the inherited session keyring (which may hold the user's secrets) by a new, empty one."""
     from .seccomp import syscall_number
+
     serial = _libc.syscall(syscall_number("keyctl"), KEYCTL_JOIN_SESSION_KEYRING, None)
     if serial < 0:
         err = ctypes.get_errno()
@@ -125,8 +127,10 @@ def thread_count() -> int:
 
 # --------------------------------------------------------------------------------------------- rlimits
 
-def apply_rlimits(*, address_space: int, file_bytes: int, open_files: int, cpu_seconds: int,
-                  processes: int | None) -> dict[str, int]:
+
+def apply_rlimits(
+    *, address_space: int, file_bytes: int, open_files: int, cpu_seconds: int, processes: int | None
+) -> dict[str, int]:
     """Set soft = hard limits for this process and its future children; returns what was set."""
     wanted = {
         "RLIMIT_AS": address_space,
@@ -143,6 +147,7 @@ def apply_rlimits(*, address_space: int, file_bytes: int, open_files: int, cpu_s
 
 
 # --------------------------------------------------------------------------------------------- privileges
+
 
 def drop_privileges(uid: int, gid: int) -> None:
     """Become uid/gid for good: no supplementary groups, no capabilities, no setuid-binary escalation."""
@@ -206,6 +211,7 @@ def user_namespaces_work() -> str | None:
 
 # --------------------------------------------------------------------------------------------- mount namespace
 
+
 def _others_can_traverse(path: str) -> bool:
     st = os.stat(path)
     return bool(st.st_mode & 0o001)
@@ -232,6 +238,7 @@ def private_mount_namespace() -> None:
 
 # --------------------------------------------------------------------------------------------- cgroups
 
+
 def _mountinfo() -> list[tuple[str, str, str, set[str]]]:
     """(mount root, mount point, fstype, super options) for every cgroup mount."""
     out = []
@@ -255,7 +262,7 @@ def _own_cgroups() -> dict[str, str]:
 
 def _under(mount_root: str, mount_point: str, path: str) -> str:
     if mount_root != "/" and path.startswith(mount_root):
-        path = path[len(mount_root):] or "/"
+        path = path[len(mount_root) :] or "/"
     return os.path.join(mount_point, path.lstrip("/"))
 
 
@@ -267,13 +274,15 @@ class Cgroups:
     """
 
     LIMIT_FILES = {
-        ("pids", 1): "pids.max", ("memory", 1): "memory.limit_in_bytes",
-        ("pids", 2): "pids.max", ("memory", 2): "memory.max",
+        ("pids", 1): "pids.max",
+        ("memory", 1): "memory.limit_in_bytes",
+        ("pids", 2): "pids.max",
+        ("memory", 2): "memory.max",
     }
 
     def __init__(self, name: str, controllers: Iterable[str] = ("pids", "memory")):
         self.name = name
-        self.dirs: dict[str, tuple[str, int]] = {}   # controller -> (pool dir, cgroup version)
+        self.dirs: dict[str, tuple[str, int]] = {}  # controller -> (pool dir, cgroup version)
         self.errors: dict[str, str] = {}
         own = _own_cgroups()
         mounts = _mountinfo()

@@ -7,6 +7,7 @@ through a pipe that FdCapture moves into the same writer.
 The writer is on the path of every print, so its write() is a few attribute checks and a list append: a print
 costs about what it costs in a plain interpreter writing to a pipe.
 """
+
 from __future__ import annotations
 
 import _thread
@@ -43,14 +44,14 @@ def finish_text(text: str, complete: bool) -> str:
 class _BinaryView(io.RawIOBase):
     """sys.stdout.buffer: bytes written here are decoded as UTF-8 into the text writer."""
 
-    def __init__(self, owner: "BoundedWriter"):
+    def __init__(self, owner: BoundedWriter):
         self._owner = owner
         self._decoder = _Utf8Decoder("replace")
 
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:  # type: ignore[override]
+    def write(self, b) -> int:
         self._owner.write(self._decoder.decode(bytes(b)))
         return len(b)
 
@@ -67,14 +68,14 @@ class BoundedWriter(io.TextIOBase):
     blank lines), so they do not use up the budget.
     """
 
-    def __init__(self, limit: int, fd_capture: "FdCapture | None" = None):
+    def __init__(self, limit: int, fd_capture: FdCapture | None = None):
         super().__init__()
         self.limit = limit
         self.keep = limit + 256  # slack so that escape sequences stripped at the end do not eat the budget
         self.fd_capture = fd_capture
         self._parts: list[str] = []
-        self._room = 0            # characters that may still be kept; <= 0 once full
-        self._overflow = False    # something was dropped
+        self._room = 0  # characters that may still be kept; <= 0 once full
+        self._overflow = False  # something was dropped
         self._dropped_text = False  # ... and it was more than whitespace
         self._active = False
         self._forked = False
@@ -86,7 +87,7 @@ class BoundedWriter(io.TextIOBase):
     name = "<cell output>"
 
     @property
-    def buffer(self):  # type: ignore[override]
+    def buffer(self):
         return self._buffer
 
     def writable(self) -> bool:
@@ -106,11 +107,11 @@ class BoundedWriter(io.TextIOBase):
         pass
 
     @property
-    def closed(self) -> bool:  # type: ignore[override]
+    def closed(self) -> bool:
         return False
 
     # --- capture
-    def write(self, s) -> int:  # type: ignore[override]
+    def write(self, s) -> int:
         if s.__class__ is not str and not isinstance(s, str):
             raise TypeError(f"string argument expected, got '{type(s).__name__}'")
         if self._forked:
@@ -210,7 +211,7 @@ class FdCapture:
         self._stash: list[bytes] = []
         self._stashed = 0
         self._stash_limit = stash_limit
-        self._stash_dropped = 0   # 1: whitespace only was dropped, 2: text was dropped
+        self._stash_dropped = 0  # 1: whitespace only was dropped, 2: text was dropped
         self._decoder = _Utf8Decoder("replace")
         self._in_child = False
 
@@ -296,7 +297,7 @@ class _EmptyBinary(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:  # type: ignore[override]
+    def readinto(self, b) -> int:
         return 0
 
     def fileno(self) -> int:
@@ -319,7 +320,7 @@ class NoStdin(io.TextIOBase):
         self._buffer = _EmptyBinary()
 
     @property
-    def buffer(self):  # type: ignore[override]
+    def buffer(self):
         return self._buffer
 
     def readable(self) -> bool:
@@ -328,7 +329,7 @@ class NoStdin(io.TextIOBase):
     def isatty(self) -> bool:
         return False
 
-    def read(self, size: int | None = -1) -> str:  # type: ignore[override]
+    def read(self, size: int | None = -1) -> str:
         return ""
 
     def readline(self, size: int | None = -1) -> str:  # type: ignore[override]

@@ -7,6 +7,7 @@
 `open` and `Session.run` are thread-safe. If the template dies (it never runs model code, but the OOM killer
 may pick it), the next `open` starts a new one; sessions of the old one are gone and report state_lost.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -14,14 +15,14 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Iterable
 from types import EllipsisType
-from typing import Any, Iterable
+from typing import Any
 
 from .cleanup import remove_tree
 from .config import GiB, RuntimeConfig
@@ -34,15 +35,15 @@ __all__ = ["SessionPool", "PoolExhaustedError", "TemplateError"]
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_WAIT = 5.0   # close(): seconds the template gets to end its sessions and clean up before it is killed
-REMOVE_WAIT = 2.0     # close(): seconds to wait for the pool's directory to be removed (then it goes on alone)
+SHUTDOWN_WAIT = 5.0  # close(): seconds the template gets to end its sessions and clean up before it is killed
+REMOVE_WAIT = 2.0  # close(): seconds to wait for the pool's directory to be removed (then it goes on alone)
 
 
 class PoolExhaustedError(RuntimeError):
     """`open()` found no free slot within `open_timeout` seconds (max_sessions sessions are open)."""
 
 
-_live_pools: "weakref.WeakSet[SessionPool]" = weakref.WeakSet()
+_live_pools: weakref.WeakSet[SessionPool] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
@@ -113,17 +114,36 @@ class SessionPool:
     python            interpreter for the template (default: sys.executable)
     """
 
-    def __init__(self, max_sessions: int = 256, timeout: float = 10.0, max_output_chars: int = 1000, *,
-                 interrupt_grace: float = 0.5, open_timeout: float | None = 60.0,
-                 memory_limit: int = 4 * GiB, max_file_bytes: int = 1 * GiB, max_open_files: int = 1024,
-                 tmp_bytes: int = 1 * GiB, tmp_inodes: int = 65536, seccomp: bool = True,
-                 max_processes: int = 64, cpu_seconds: int = 3600,
-                 preload: Iterable[str] = ("numpy", "sympy"), network: bool = False, cgroups: bool = True,
-                 isolate_users: bool = True, uid_base: int = 2_000_000_000, nice: int = 0,
-                 spare_sessions: int = 2,
-                 warmup: str | None = None, workdir_root: str | None = None,
-                 extra_env: dict[str, str] | None = None,
-                 start_timeout: float = 120.0, ready_timeout: float = 30.0, python: str | None = None):
+    def __init__(
+        self,
+        max_sessions: int = 256,
+        timeout: float = 10.0,
+        max_output_chars: int = 1000,
+        *,
+        interrupt_grace: float = 0.5,
+        open_timeout: float | None = 60.0,
+        memory_limit: int = 4 * GiB,
+        max_file_bytes: int = 1 * GiB,
+        max_open_files: int = 1024,
+        tmp_bytes: int = 1 * GiB,
+        tmp_inodes: int = 65536,
+        seccomp: bool = True,
+        max_processes: int = 64,
+        cpu_seconds: int = 3600,
+        preload: Iterable[str] = ("numpy", "sympy"),
+        network: bool = False,
+        cgroups: bool = True,
+        isolate_users: bool = True,
+        uid_base: int = 2_000_000_000,
+        nice: int = 0,
+        spare_sessions: int = 2,
+        warmup: str | None = None,
+        workdir_root: str | None = None,
+        extra_env: dict[str, str] | None = None,
+        start_timeout: float = 120.0,
+        ready_timeout: float = 30.0,
+        python: str | None = None,
+    ):
         if sys.platform != "linux":
             raise RuntimeError("tool_runtime needs Linux (namespaces, pidfds, prctl)")
         if max_sessions < 1:
@@ -132,27 +152,38 @@ class SessionPool:
         self.timeout = check_timeout(timeout, "timeout")
         self.max_output_chars = int(max_output_chars)
         self.interrupt_grace = check_timeout(interrupt_grace, "interrupt_grace", zero_ok=True)
-        self.open_timeout = None if open_timeout is None else check_timeout(open_timeout, "open_timeout",
-                                                                            zero_ok=True)
+        self.open_timeout = None if open_timeout is None else check_timeout(open_timeout, "open_timeout", zero_ok=True)
         self.ready_timeout = check_timeout(ready_timeout, "ready_timeout")
         start_timeout = check_timeout(start_timeout, "start_timeout")
         self._root = tempfile.mkdtemp(prefix="tool_runtime-", dir=workdir_root)
         os.chmod(self._root, 0o711)  # sessions may enter their own dir below, but not list their neighbours
         kwargs: dict[str, Any] = dict(
-            max_output_chars=self.max_output_chars, preload=tuple(preload), memory_limit=int(memory_limit),
-            max_file_bytes=int(max_file_bytes), max_open_files=int(max_open_files), tmp_bytes=int(tmp_bytes),
-            tmp_inodes=int(tmp_inodes), seccomp=bool(seccomp),
-            max_processes=int(max_processes), cpu_seconds=int(cpu_seconds), network=bool(network),
-            cgroups=bool(cgroups), isolate_users=bool(isolate_users), uid_base=int(uid_base), nice=int(nice),
+            max_output_chars=self.max_output_chars,
+            preload=tuple(preload),
+            memory_limit=int(memory_limit),
+            max_file_bytes=int(max_file_bytes),
+            max_open_files=int(max_open_files),
+            tmp_bytes=int(tmp_bytes),
+            tmp_inodes=int(tmp_inodes),
+            seccomp=bool(seccomp),
+            max_processes=int(max_processes),
+            cpu_seconds=int(cpu_seconds),
+            network=bool(network),
+            cgroups=bool(cgroups),
+            isolate_users=bool(isolate_users),
+            uid_base=int(uid_base),
+            nice=int(nice),
             spare_sessions=int(spare_sessions),
-            workdir_root=self._root, extra_env=dict(extra_env or {}))
+            workdir_root=self._root,
+            extra_env=dict(extra_env or {}),
+        )
         if warmup is not None:
             kwargs["warmup"] = warmup
         self.config = RuntimeConfig(**kwargs)
         self.config.validate()
         self._python = python or sys.executable
         self._start_timeout = start_timeout
-        self._lock = threading.RLock()           # pool state: sessions, closed flag, template swaps
+        self._lock = threading.RLock()  # pool state: sessions, closed flag, template swaps
         self._slots = threading.BoundedSemaphore(max_sessions)
         self._sessions: set[Session] = set()
         self._closed = False
@@ -199,7 +230,8 @@ class SessionPool:
         got = self._slots.acquire() if wait is None else self._slots.acquire(timeout=wait)
         if not got:
             raise PoolExhaustedError(
-                f"all {self.max_sessions} sessions are in use (waited {wait} s); close sessions or raise max_sessions")
+                f"all {self.max_sessions} sessions are in use (waited {wait} s); close sessions or raise max_sessions"
+            )
         try:
             with self._lock:
                 self._check_open()
@@ -233,8 +265,15 @@ class SessionPool:
                 self._ensure_template(template)
                 continue
             sock = socket.socket(fileno=fds[0])
-            proc = _Proc(sock, fds[1], int(reply["pid"]), int(reply["uid"]), str(reply["workdir"]),
-                         self.max_output_chars, template)
+            proc = _Proc(
+                sock,
+                fds[1],
+                int(reply["pid"]),
+                int(reply["uid"]),
+                str(reply["workdir"]),
+                self.max_output_chars,
+                template,
+            )
             try:
                 ready = proc.reader.read(deadline)
             except (TimeoutError, PeerClosed, ProtocolError, OSError) as exc:
@@ -277,8 +316,7 @@ class SessionPool:
             if status_deadline is None:
                 proc.template.release_nowait(proc.pid)
             else:
-                reply, _ = proc.template.wait(proc.template.submit({"op": "release", "pid": proc.pid}),
-                                              status_deadline)
+                reply, _ = proc.template.wait(proc.template.submit({"op": "release", "pid": proc.pid}), status_deadline)
                 status = reply.get("status")
         except TemplateError as exc:
             log.debug("release of session %s: %s", proc.pid, exc)
@@ -295,7 +333,8 @@ class SessionPool:
         with self._lock:
             if self._pool_executor is None:
                 self._pool_executor = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=self.max_sessions, thread_name_prefix="tool_runtime-arun")
+                    max_workers=self.max_sessions, thread_name_prefix="tool_runtime-arun"
+                )
             return self._pool_executor
 
     # ----------------------------------------------------------------------------------------- facts
@@ -306,10 +345,18 @@ class SessionPool:
             t = self._template
             out = dict(t.info)
             out.update(
-                template_pid=t.pid, template_alive=t.alive, template_restarts=self._template_restarts,
-                workdir_root=self._root, live_sessions=len(self._sessions), max_sessions=self.max_sessions,
-                timeout=self.timeout, interrupt_grace=self.interrupt_grace,
-                max_output_chars=self.max_output_chars, open_timeout=self.open_timeout, closed=self._closed)
+                template_pid=t.pid,
+                template_alive=t.alive,
+                template_restarts=self._template_restarts,
+                workdir_root=self._root,
+                live_sessions=len(self._sessions),
+                max_sessions=self.max_sessions,
+                timeout=self.timeout,
+                interrupt_grace=self.interrupt_grace,
+                max_output_chars=self.max_output_chars,
+                open_timeout=self.open_timeout,
+                closed=self._closed,
+            )
             return out
 
     @property
@@ -370,7 +417,7 @@ class SessionPool:
                 s._proc.close_fds()
         self._finalizer.detach()
 
-    def __enter__(self) -> "SessionPool":
+    def __enter__(self) -> SessionPool:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -5,6 +5,7 @@ process) and write anything on it. Anything the parent decodes must therefore be
 big-endian length followed by that many bytes of UTF-8 JSON holding one object. A length above the reader's cap,
 bad UTF-8/JSON, or a non-object is a ProtocolError: the caller treats the peer as broken and kills it.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,8 +74,8 @@ class FrameReader:
             raise ProtocolError(f"frame of {length} bytes exceeds the cap of {self.max_bytes}")
         if len(self._buf) < HEADER.size + length:
             return None
-        data = bytes(self._buf[HEADER.size:HEADER.size + length])
-        del self._buf[:HEADER.size + length]
+        data = bytes(self._buf[HEADER.size : HEADER.size + length])
+        del self._buf[: HEADER.size + length]
         return decode(data)
 
     def read(self, deadline: float | None = None) -> dict[str, Any]:
@@ -87,8 +88,9 @@ class FrameReader:
             if self._eof:
                 raise PeerClosed("connection closed by peer")
             # poll, not select(): select fails for fd numbers >= 1024
-            if deadline is not None and (time.monotonic() >= deadline
-                                         or not wait_fd(self.sock.fileno(), select.POLLIN, deadline)):
+            if deadline is not None and (
+                time.monotonic() >= deadline or not wait_fd(self.sock.fileno(), select.POLLIN, deadline)
+            ):
                 raise TimeoutError("no complete frame before the deadline")
             try:
                 chunk = self.sock.recv(min(want, 1 << 20))

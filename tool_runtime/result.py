@@ -4,6 +4,7 @@ The cell's own output is what the seed's sandbox (NeMo-Skills) returned for it: 
 trailing newline otherwise, `<output cut>` after `max_output_chars` characters. The runtime adds text only where
 the model would otherwise be misled: the timeout line, and a note when the session's state was lost.
 """
+
 from __future__ import annotations
 
 import signal
@@ -13,8 +14,7 @@ from typing import Literal
 Status = Literal["ok", "error", "timeout", "crashed"]
 
 CUT_MARKER = "<output cut>"
-STATE_LOST = ("[The Python session was restarted: all variables, imports and files of the previous session "
-              "are gone.]")
+STATE_LOST = "[The Python session was restarted: all variables, imports and files of the previous session are gone.]"
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,11 @@ def crash_reason(exit_status: dict | None, *, protocol_error: str | None = None)
         return "the process disappeared"
     if exit_status.get("signal"):
         name = signal_name(int(exit_status["signal"]))
-        hint = {"SIGKILL": ", e.g. out of memory or a CPU-time limit", "SIGSEGV": ", e.g. a stack overflow",
-                "SIGXCPU": ", the CPU-time limit"}.get(name, "")
+        hint = {
+            "SIGKILL": ", e.g. out of memory or a CPU-time limit",
+            "SIGSEGV": ", e.g. a stack overflow",
+            "SIGXCPU": ", the CPU-time limit",
+        }.get(name, "")
         return f"the process was killed by {name}{hint}"
     if exit_status.get("unresponsive"):
         return "the process stopped responding"

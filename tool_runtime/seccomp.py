@@ -13,6 +13,7 @@ acct, syslog, file handles (open_by_handle_at), fanotify, changing host or domai
 family but unix, IPv4, IPv6 and netlink (AF_VSOCK would reach the hypervisor's host past the network
 namespace).
 """
+
 from __future__ import annotations
 
 import errno
@@ -23,17 +24,52 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 DENIED = (
-    "keyctl", "add_key", "request_key",
-    "io_uring_setup", "io_uring_enter", "io_uring_register",
-    "unshare", "setns",
-    "mount", "umount2", "pivot_root", "chroot",
-    "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr",
-    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
-    "bpf", "perf_event_open", "userfaultfd",
-    "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
-    "reboot", "swapon", "swapoff", "quotactl", "quotactl_fd", "acct", "syslog", "vhangup",
-    "open_by_handle_at", "name_to_handle_at", "lookup_dcookie", "fanotify_init",
-    "sethostname", "setdomainname",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "unshare",
+    "setns",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "move_mount",
+    "open_tree",
+    "mount_setattr",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "kcmp",
+    "pidfd_getfd",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "kexec_load",
+    "kexec_file_load",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "quotactl",
+    "quotactl_fd",
+    "acct",
+    "syslog",
+    "vhangup",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "lookup_dcookie",
+    "fanotify_init",
+    "sethostname",
+    "setdomainname",
 )
 
 # Socket families a notebook uses: AF_UNIX (1), AF_INET (2), AF_INET6 (10), AF_NETLINK (16, e.g. for

@@ -10,6 +10,7 @@ included (the code is written without blocking while the reply is awaited). Each
 id that the session echoes; frames without it are dropped, so nothing a cell writes on its channel can be taken
 for the reply to a later request.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +23,7 @@ import signal
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import result as texts
 from .child import MAX_REQUEST_BYTES, max_reply_bytes
@@ -36,9 +37,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXIT_WAIT = 1.0    # seconds to wait for a killed session to be gone (the kernel ends it in milliseconds)
-CLOSE_WAIT = 2.0   # close(): seconds to wait for a run() in another thread to let go (it is woken by the kill),
-                   # and then for the template to have removed the session's files (it may be busy)
+EXIT_WAIT = 1.0  # seconds to wait for a killed session to be gone (the kernel ends it in milliseconds)
+CLOSE_WAIT = 2.0  # close(): seconds to wait for a run() in another thread to let go (it is woken by the kill),
+# and then for the template to have removed the session's files (it may be busy)
 
 
 class SessionClosedError(RuntimeError):
@@ -52,8 +53,16 @@ class _Proc:
     the process is handed to a Session): closing an fd another thread polls would let that thread read from
     whatever file next gets the same number. Signals go through `_fd_lock`, so they never hit a reused number."""
 
-    def __init__(self, sock: socket.socket, pidfd: int, pid: int, uid: int, workdir: str, max_output_chars: int,
-                 template: TemplateHandle):
+    def __init__(
+        self,
+        sock: socket.socket,
+        pidfd: int,
+        pid: int,
+        uid: int,
+        workdir: str,
+        max_output_chars: int,
+        template: TemplateHandle,
+    ):
         self.sock = sock
         self.pidfd = pidfd
         self.pid = pid
@@ -137,14 +146,17 @@ class _Call:
                         return frame
                     self.stray += 1
                     if self.stray == 1:
-                        log.info("session %s: dropped a frame that is not the reply to the current request (%.40r)",
-                                 self.proc.session_pid, frame.get("op"))
+                        log.info(
+                            "session %s: dropped a frame that is not the reply to the current request (%.40r)",
+                            self.proc.session_pid,
+                            frame.get("op"),
+                        )
 
 
 class Session:
     """A persistent IPython session. `run` is blocking and thread-safe (calls on one session are serialized)."""
 
-    def __init__(self, pool: "SessionPool", proc: _Proc):
+    def __init__(self, pool: SessionPool, proc: _Proc):
         self._pool = pool
         self._proc: _Proc | None = proc
         self._lock = threading.Lock()
@@ -246,11 +258,12 @@ class Session:
         return texts.cell_text(output[:limit], cut)
 
     def _finish(self, reply: dict[str, Any], seconds: float) -> ExecResult:
-        status = reply.get("status") if reply.get("status") in ("ok", "error") else "error"
+        status: Literal["ok", "error"] = "ok" if reply.get("status") == "ok" else "error"
         return ExecResult(self._cell_text(reply), status, False, seconds)
 
-    def _crashed(self, proc: _Proc, start: float, deadline: float, protocol_error: str | None,
-                 exc: BaseException) -> ExecResult:
+    def _crashed(
+        self, proc: _Proc, start: float, deadline: float, protocol_error: str | None, exc: BaseException
+    ) -> ExecResult:
         seconds = time.monotonic() - start
         self._check_not_closed()
         # EOF: the process is ending (give it a moment, so that its exit status is the real cause), or a cell
@@ -320,7 +333,7 @@ class Session:
             finally:
                 self._lock.release()
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -21,6 +21,7 @@ Sessions descend from this process, never from the user's process. Each starts a
 namespace (a root reaper) whose child runs the cells, so `os.kill(os.getppid(), 9)` and `os.kill(-1, 9)` in a
 cell reach nothing outside the session.
 """
+
 from __future__ import annotations
 
 import collections
@@ -67,7 +68,7 @@ class Template:
         self.cfg = cfg
         self.parent_pid = parent_pid
         self.seq = 0
-        self.children: dict[int, dict[str, Any]] = {}   # pid -> {"workdir", "cgroups", "status"}
+        self.children: dict[int, dict[str, Any]] = {}  # pid -> {"workdir", "cgroups", "status"}
         self.pidns_fd: int | None = None
         self.cgroups: limits.Cgroups | None = None
         self.plan: dict[str, Any] = {}
@@ -75,8 +76,8 @@ class Template:
         self.spares: collections.deque[dict[str, Any]] = collections.deque()
         self.root_parent_fd: int | None = None
         self.seccomp_filter: Any = None
-        self.dying: dict[int, dict[str, Any]] = {}      # released, killed, not reaped yet
-        self.janitors: list[subprocess.Popen] = []       # `rm -rf` of work dirs on the host (no view)
+        self.dying: dict[int, dict[str, Any]] = {}  # released, killed, not reaped yet
+        self.janitors: list[subprocess.Popen] = []  # `rm -rf` of work dirs on the host (no view)
 
     # ----------------------------------------------------------------------------------------- start-up
     def prepare(self) -> None:
@@ -123,8 +124,14 @@ class Template:
         if os.path.basename(checkout) in ("site-packages", "dist-packages"):
             checkout = ""
         needed = [p for p in sys.path if p and os.path.realpath(p) != os.path.realpath(checkout)]
-        needed += [sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix,
-                   os.path.dirname(os.path.realpath(sys.executable)), fsview.PACKAGE_DIR]
+        needed += [
+            sys.prefix,
+            sys.exec_prefix,
+            sys.base_prefix,
+            sys.base_exec_prefix,
+            os.path.dirname(os.path.realpath(sys.executable)),
+            fsview.PACKAGE_DIR,
+        ]
         root_real = os.path.realpath(cfg.workdir_root)  # our cwd, so on sys.path; sessions get their own there
         needed = [p for p in needed if os.path.realpath(p) != root_real]
         if mount_ns:
@@ -145,8 +152,9 @@ class Template:
                 # Sessions keep their own uid (running them as root would be far worse); what they cannot read
                 # is named here (importing from it fails as "No module named ...").
                 users = True
-                view.errors.update({p: f"{why}: sessions (their own uid) cannot import from it"
-                                    for p, why in blocked.items()})
+                view.errors.update(
+                    {p: f"{why}: sessions (their own uid) cannot import from it" for p, why in blocked.items()}
+                )
             else:  # no view: the host's own directories must let other uids through
                 for p in needed:
                     hit = limits.first_blocked(os.path.realpath(p)) if os.path.exists(p) else None
@@ -154,8 +162,9 @@ class Template:
                         blocked[hit[0]] = "other users cannot enter it"
                 users = not blocked
                 if blocked:
-                    notes["users"] = ("the Python installation is not readable by other uids: "
-                                      + "; ".join(f"{p}: {why}" for p, why in blocked.items()))
+                    notes["users"] = "the Python installation is not readable by other uids: " + "; ".join(
+                        f"{p}: {why}" for p, why in blocked.items()
+                    )
         elif cfg.isolate_users:
             notes["users"] = "not root: sessions run as the pool's own uid"
         if view is not None and view.errors:
@@ -212,9 +221,16 @@ class Template:
         gc.freeze()
 
         threads = limits.thread_count()
-        self.plan = {"pid_namespace": pid_ns, "net_namespace": net_ns and not cfg.network, "users": users,
-                     "user_namespace": user_ns, "pool_uid": pool_uid, "pool_gid": pool_gid,
-                     "view": view.to_dict() if view is not None else None, "seccomp": seccomp_ok}
+        self.plan = {
+            "pid_namespace": pid_ns,
+            "net_namespace": net_ns and not cfg.network,
+            "users": users,
+            "user_namespace": user_ns,
+            "pool_uid": pool_uid,
+            "pool_gid": pool_gid,
+            "view": view.to_dict() if view is not None else None,
+            "seccomp": seccomp_ok,
+        }
         self.vm_size = limits.vm_size()
         self.info = {
             "template_pid": os.getpid(),
@@ -237,8 +253,9 @@ class Template:
                 "per_session_uid": users,
                 "user_namespace": user_ns,
                 "cgroups": self.cgroups.available,
-                "process_limit": ("pids cgroup" if "pids" in self.cgroups.available
-                                  else "RLIMIT_NPROC" if users else None),
+                "process_limit": (
+                    "pids cgroup" if "pids" in self.cgroups.available else "RLIMIT_NPROC" if users else None
+                ),
                 "memory_cgroup": "memory" in self.cgroups.available,
                 "no_new_privs": True,
                 "rlimits": {
@@ -282,11 +299,11 @@ class Template:
         cfg = self.cfg
         self.seq += 1
         name = f"s{self.seq}-{secrets.token_hex(4)}"
-        spec: dict[str, Any] = {"workdir": os.path.join(cfg.workdir_root, name), "vm_size": self.vm_size,
-                                "cgroups": {}}
+        spec: dict[str, Any] = {"workdir": os.path.join(cfg.workdir_root, name), "vm_size": self.vm_size, "cgroups": {}}
         if self.cgroups is not None and self.cgroups.available:
             spec["cgroups"] = self.cgroups.make_session(
-                name, pids_max=cfg.max_processes, memory_max=cfg.memory_limit + (256 << 20))
+                name, pids_max=cfg.max_processes, memory_max=cfg.memory_limit + (256 << 20)
+            )
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         if self.plan["pid_namespace"]:
             limits.unshare(limits.CLONE_NEWPID)  # affects only the next child: it becomes PID 1 of a new namespace
@@ -524,8 +541,8 @@ def main() -> None:
         os._exit(1)
     # Whether the user's process itself is gone (not only our direct parent: without root that is a shim).
     parent_fd = os.pidfd_open(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # a Ctrl-C for the user's program is not for us
-    os.environ.pop("PYTHONPATH", None)             # only needed to find this package; not for sessions
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C for the user's program is not for us
+    os.environ.pop("PYTHONPATH", None)  # only needed to find this package; not for sessions
     ctl = socket.socket(fileno=ctl_fd)
     template: Template | None = None
     orderly = False

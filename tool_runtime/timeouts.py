@@ -4,6 +4,7 @@ Every wait in the runtime is bounded by a deadline on `time.monotonic()`. A time
 runs: a value the clock or poll() cannot hold would otherwise fail half-way (after the code was sent), leaving
 the session's channel in an unknown state.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,8 @@ import numbers
 import select
 import time
 
-MAX_TIMEOUT = 7 * 24 * 3600.0      # one week; poll() holds at most 2**31 - 1 ms (24.8 days)
-_POLL_SLICE_MS = 3_600_000         # a single poll() call waits at most an hour; callers loop to their deadline
+MAX_TIMEOUT = 7 * 24 * 3600.0  # one week; poll() holds at most 2**31 - 1 ms (24.8 days)
+_POLL_SLICE_MS = 3_600_000  # a single poll() call waits at most an hour; callers loop to their deadline
 
 
 def check_timeout(value: object, name: str, *, zero_ok: bool = False) -> float:
@@ -21,8 +22,10 @@ def check_timeout(value: object, name: str, *, zero_ok: bool = False) -> float:
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
     seconds = float(value)
     if math.isnan(seconds) or seconds < 0 or (seconds == 0 and not zero_ok) or seconds > MAX_TIMEOUT:
-        raise ValueError(f"{name} must be a finite number of seconds {'>= 0' if zero_ok else '> 0'} and at most "
-                         f"{MAX_TIMEOUT:.0f} (one week), got {value!r}")
+        raise ValueError(
+            f"{name} must be a finite number of seconds {'>= 0' if zero_ok else '> 0'} and at most "
+            f"{MAX_TIMEOUT:.0f} (one week), got {value!r}"
+        )
     return seconds
 
 

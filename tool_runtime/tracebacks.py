@@ -10,6 +10,7 @@ Two deliberate differences: frames of IPython's own machinery (`run_code`) are n
 for a SyntaxError raised at run time), and very deep tracebacks are shortened (runs of one repeated frame as
 CPython does, then the middle) so that the error line survives the output limit.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -24,8 +25,8 @@ DIRECT_CAUSE = "\nThe above exception was the direct cause of the following exce
 DURING_HANDLING = "\nDuring handling of the above exception, another exception occurred:\n"
 EXCEPTION_ONLY_HEADER = "An exception has occurred, use %tb to see the full traceback.\n"
 
-REPEAT_CUTOFF = 3   # identical consecutive frames shown before "[Previous line repeated N more times]"
-MAX_FRAMES = 50     # above this many entries, only the first and last KEEP_FRAMES are shown
+REPEAT_CUTOFF = 3  # identical consecutive frames shown before "[Previous line repeated N more times]"
+MAX_FRAMES = 50  # above this many entries, only the first and last KEEP_FRAMES are shown
 KEEP_FRAMES = 3
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -146,7 +147,7 @@ def exception_lines(exc: BaseException) -> list[str]:
             indent = len(textline) - len(textline.lstrip())
             out.append(f"    {textline.strip()}\n")
             if exc.offset is not None:
-                pad = "".join(c if c.isspace() else " " for c in textline[indent:exc.offset - 1])
+                pad = "".join(c if c.isspace() else " " for c in textline[indent : exc.offset - 1])
                 out.append(f"    {pad}^\n")
     try:
         message = exc.msg  # type: ignore[attr-defined]
