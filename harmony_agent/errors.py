@@ -1,4 +1,5 @@
 """Exceptions with messages that name the problem and the fix."""
+
 from __future__ import annotations
 
 from typing import Any

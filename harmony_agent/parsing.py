@@ -7,6 +7,7 @@ every header token (120k garbage tokens took seconds) and, given a ``<|call|>`` 
 *previous* message as the last one, so a stale call would run again. Here a header is decoded once, when it ends,
 and a call is only the message that ``<|call|>`` itself ends.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -113,8 +114,8 @@ class HarmonyParser:
     def parse(self, token_ids: list[int]) -> ParsedCompletion:
         """The messages of a completion and, when its last token is ``<|call|>``, the call it makes."""
         out = ParsedCompletion([])
-        state = "header"          # header -> content -> between (after <|end|>, expecting <|start|>)
-        with_role = False         # the first header's role (assistant) is in the prompt
+        state = "header"  # header -> content -> between (after <|end|>, expecting <|start|>)
+        with_role = False  # the first header's role (assistant) is in the prompt
         header_start = content_start = 0
         head: _Header | None = None
         for i, token in enumerate(token_ids):
@@ -136,8 +137,9 @@ class HarmonyParser:
                     assert head is not None
                     out.messages.append(self._message(head, token_ids[content_start:i]))
                     if token == CALL and i == len(token_ids) - 1:
-                        out.call = ToolCall(head.recipient, head.channel, head.content_type,
-                                            message_text(out.messages[-1]), head.error)
+                        out.call = ToolCall(
+                            head.recipient, head.channel, head.content_type, message_text(out.messages[-1]), head.error
+                        )
                     state = "between"
                 elif token == START:
                     out.error = out.error or "<|start|> inside a message (no <|end|>)"
@@ -190,5 +192,12 @@ def find_tool_call(parsed: ParsedCompletion, token_ids: list[int]) -> ToolCall |
     return parsed.call or ToolCall(None, None, None, "", error=parsed.error or "empty message")
 
 
-__all__ = ["ToolCall", "ParsedCompletion", "HarmonyParser", "parse_completion", "find_tool_call",
-           "message_text", "parse_header"]
+__all__ = [
+    "ToolCall",
+    "ParsedCompletion",
+    "HarmonyParser",
+    "parse_completion",
+    "find_tool_call",
+    "message_text",
+    "parse_header",
+]

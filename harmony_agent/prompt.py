@@ -6,16 +6,25 @@ Dicts map as gpt-oss's chat template maps them: ``system`` and ``developer`` tex
 instructions, a past ``assistant`` turn is a ``final``-channel message. The system message (reasoning effort,
 date, the python tool) always comes from :class:`PromptConfig`, unless a Harmony system message is given.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .config import REASONING_EFFORTS, PromptConfig
 from .encoding import get_encoding, harmony
 
-__all__ = ["REASONING_EFFORTS", "PromptConfig", "system_content", "prompt_messages", "render_prompt",
-           "check_problem", "DICT_ROLES"]
+__all__ = [
+    "REASONING_EFFORTS",
+    "PromptConfig",
+    "system_content",
+    "prompt_messages",
+    "render_prompt",
+    "check_problem",
+    "DICT_ROLES",
+]
 
 #: Roles an OpenAI-style message dict may have.
 DICT_ROLES = ("system", "developer", "user", "assistant")
@@ -37,8 +46,10 @@ def _check_text(text: str, where: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise ValueError(f"{where} is not valid text ({exc.reason} at position {exc.start}, e.g. a lone surrogate "
-                         "left by a bad decode): clean it, e.g. text.encode('utf-8', 'replace').decode()") from None
+        raise ValueError(
+            f"{where} is not valid text ({exc.reason} at position {exc.start}, e.g. a lone surrogate "
+            "left by a bad decode): clean it, e.g. text.encode('utf-8', 'replace').decode()"
+        ) from None
     return text
 
 
@@ -48,8 +59,10 @@ def _dict_text(message: dict, index: int) -> str:
         return _check_text(content, f"message {index}")
     if isinstance(content, list) and all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in content):
         return _check_text("".join(p["text"] for p in content), f"message {index}")  # [{"type": "text", ...}]
-    raise ValueError(f"message {index}: 'content' must be a string (or a list of {{'type': 'text', 'text': ...}} "
-                     f"parts), got {type(content).__name__}")
+    raise ValueError(
+        f"message {index}: 'content' must be a string (or a list of {{'type': 'text', 'text': ...}} "
+        f"parts), got {type(content).__name__}"
+    )
 
 
 def check_problem(problem: Any) -> None:
@@ -59,16 +72,20 @@ def check_problem(problem: Any) -> None:
         return
     oh = harmony()
     if isinstance(problem, dict):
-        raise TypeError("a problem is a string or a list of messages, got one message dict: wrap the conversation "
-                        "in a list, e.g. run([messages]) or Task([{'role': 'user', 'content': ...}])")
+        raise TypeError(
+            "a problem is a string or a list of messages, got one message dict: wrap the conversation "
+            "in a list, e.g. run([messages]) or Task([{'role': 'user', 'content': ...}])"
+        )
     if not isinstance(problem, Sequence) or isinstance(problem, (bytes, bytearray)) or not problem:
         raise TypeError(f"a problem is a string or a non-empty list of messages, got {type(problem).__name__}")
     for i, message in enumerate(problem):
         if isinstance(message, oh.Message):
             continue
         if not isinstance(message, dict):
-            raise TypeError(f"message {i} is a {type(message).__name__}: use openai_harmony.Message or a dict "
-                            "like {'role': 'user', 'content': '...'}")
+            raise TypeError(
+                f"message {i} is a {type(message).__name__}: use openai_harmony.Message or a dict "
+                "like {'role': 'user', 'content': '...'}"
+            )
         if message.get("role") not in DICT_ROLES:
             raise ValueError(f"message {i} has role {message.get('role')!r}; valid: {', '.join(DICT_ROLES)}")
         _dict_text(message, i)
@@ -96,12 +113,14 @@ def prompt_messages(problem: str | Sequence[Any], config: PromptConfig) -> list:
         elif message["role"] == "user":
             body.append(oh.Message.from_role_and_content(oh.Role.USER, _dict_text(message, i)))
         else:
-            body.append(oh.Message.from_role_and_content(oh.Role.ASSISTANT, _dict_text(message, i))
-                        .with_channel("final"))
+            body.append(
+                oh.Message.from_role_and_content(oh.Role.ASSISTANT, _dict_text(message, i)).with_channel("final")
+            )
     messages = [system or oh.Message.from_role_and_content(oh.Role.SYSTEM, system_content(config))]
     if developer is None and instructions:
         developer = oh.Message.from_role_and_content(
-            oh.Role.DEVELOPER, oh.DeveloperContent.new().with_instructions("\n\n".join(instructions)))
+            oh.Role.DEVELOPER, oh.DeveloperContent.new().with_instructions("\n\n".join(instructions))
+        )
     if developer is not None:
         messages.append(developer)
     return messages + body

@@ -8,14 +8,16 @@ its calls with :func:`run_tool_call` and closes its session. The synchronous
 :class:`~harmony_agent.scheduler.Scheduler` is one driver; an asyncio driver can step the same object (running
 :func:`run_tool_call` in an executor), so there is one copy of the per-trajectory logic.
 """
+
 from __future__ import annotations
 
 import enum
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from . import tool_messages as tm
 from .config import LoopConfig
@@ -51,8 +53,17 @@ class ToolOutcome:
 class Rollout:
     """A trajectory in flight: its tokens, messages, calls and phase (see the module docstring)."""
 
-    def __init__(self, task: Any, prompt_ids: list[int], *, loop: LoopConfig, python: bool, max_model_len: int,
-                 seed: int | None = None, problem: Any = None):
+    def __init__(
+        self,
+        task: Any,
+        prompt_ids: list[int],
+        *,
+        loop: LoopConfig,
+        python: bool,
+        max_model_len: int,
+        seed: int | None = None,
+        problem: Any = None,
+    ):
         self.task = task
         self.problem = problem
         self.seed = seed
@@ -67,7 +78,7 @@ class Rollout:
         self.calls_requested = 0
         self.told_limit = False
         self.request_id: str | None = None
-        self.call: ToolCall | None = None   # the call to run while in TOOL
+        self.call: ToolCall | None = None  # the call to run while in TOOL
         self.result: Result | None = None
         self.started_at = time.time()
         self._parser = HarmonyParser()
@@ -204,9 +215,17 @@ class Rollout:
     def finish(self, reason: str, error: str | None = None) -> Phase:
         self.phase = Phase.FINISHED
         self.call = None
-        self.result = Result(problem=self.problem, seed=self.seed, trajectory=self.trajectory,
-                             messages=self.messages, tool_calls=self.tool_calls, finish_reason=reason,
-                             started_at=self.started_at, finished_at=time.time(), error=error)
+        self.result = Result(
+            problem=self.problem,
+            seed=self.seed,
+            trajectory=self.trajectory,
+            messages=self.messages,
+            tool_calls=self.tool_calls,
+            finish_reason=reason,
+            started_at=self.started_at,
+            finished_at=time.time(),
+            error=error,
+        )
         return self.phase
 
     def _expect(self, phase: Phase) -> None:
@@ -264,8 +283,9 @@ def run_tool_call(rollout: Rollout, call: ToolCall, open_session: Callable[[], A
     output, status = getattr(result, "output", None), getattr(result, "status", None)
     seconds, state_lost = getattr(result, "seconds", None), getattr(result, "state_lost", False)
     if not (isinstance(output, str) and status in _SESSION_STATUSES and isinstance(seconds, (int, float))):
-        return _drop_session(rollout, session, code,
-                             f"session.run returned {type(result).__name__}, not an ExecResult", start)
+        return _drop_session(
+            rollout, session, code, f"session.run returned {type(result).__name__}, not an ExecResult", start
+        )
     output = tm.clean_text(output)
     return ToolOutcome(output, ToolCallRecord(code, output, status, float(seconds), bool(state_lost)))
 

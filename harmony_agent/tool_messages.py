@@ -5,6 +5,7 @@ valid channel, followed by ``<|start|>assistant`` so that the model writes the n
 wrote, a reply never renders as a user, system, developer or assistant message, never echoes a garbled channel,
 and quotes a name the model made up only in bounded length (so rendering a reply costs little).
 """
+
 from __future__ import annotations
 
 import functools
@@ -54,8 +55,12 @@ def reply_author(recipient: str | None) -> str:
     >>> reply_author("functions.lookup"), reply_author("user"), reply_author("assistant.x"), reply_author("a b")
     ('functions.lookup', 'python', 'python', 'python')
     """
-    if (recipient and len(recipient) <= MAX_NAME_CHARS and _SAFE_NAME.fullmatch(recipient)
-            and recipient.split(".")[0].lower() not in _ROLE_NAMES):
+    if (
+        recipient
+        and len(recipient) <= MAX_NAME_CHARS
+        and _SAFE_NAME.fullmatch(recipient)
+        and recipient.split(".")[0].lower() not in _ROLE_NAMES
+    ):
         return recipient
     return PYTHON
 
@@ -68,8 +73,7 @@ def reply_channel(channel: str | None) -> str:
 def tool_message(author: str, text: str, channel: str | None):
     """The Harmony message a tool sends back to the assistant (author and channel made safe here too)."""
     oh = harmony()
-    message = oh.Message.from_author_and_content(oh.Author.new(oh.Role.TOOL, reply_author(author)),
-                                                 clean_text(text))
+    message = oh.Message.from_author_and_content(oh.Author.new(oh.Role.TOOL, reply_author(author)), clean_text(text))
     return message.with_recipient("assistant").with_channel(reply_channel(channel))
 
 
@@ -86,9 +90,9 @@ def render_reply(message) -> list[int]:
 
 # Texts the model reads when a call cannot be run. Short, and each says what to do next.
 
+
 def unknown_recipient(recipient: str) -> str:
-    return (f"Error: there is no tool named {quote(recipient)}. The only tool is '{PYTHON}': "
-            f"address code to={PYTHON}.")
+    return f"Error: there is no tool named {quote(recipient)}. The only tool is '{PYTHON}': address code to={PYTHON}."
 
 
 def python_disabled(recipient: str) -> str:
@@ -100,8 +104,10 @@ def missing_recipient() -> str:
 
 
 def malformed_call(error: str) -> str:
-    return (f"Error: the tool call could not be parsed ({clean_text(error)[:200]}). To run code, send a message "
-            f"to={PYTHON}.")
+    return (
+        f"Error: the tool call could not be parsed ({clean_text(error)[:200]}). To run code, send a message "
+        f"to={PYTHON}."
+    )
 
 
 def calls_exhausted(limit: int) -> str:

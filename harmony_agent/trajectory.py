@@ -4,11 +4,13 @@ Nothing is ever re-rendered: the model's sampled tokens are kept exactly as samp
 appended after them. ``loss_mask`` is 1 for sampled tokens and 0 elsewhere; ``logprobs`` holds the sampled
 token's log-probability (0.0 for prompt and tool tokens, and for sampled tokens when logprobs were off).
 """
+
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Sequence, overload
+from typing import Literal, overload
 
 SegmentKind = Literal["prompt", "model", "tool"]
 
@@ -49,7 +51,7 @@ class Trajectory:
         self._num_tool = sum(len(s) for s in self.segments if s.kind == "tool")
 
     @classmethod
-    def from_prompt(cls, prompt_ids: list[int]) -> "Trajectory":
+    def from_prompt(cls, prompt_ids: list[int]) -> Trajectory:
         n = len(prompt_ids)
         return cls(list(prompt_ids), [0] * n, [0.0] * n, [Segment("prompt", 0, n)], n)
 
@@ -87,7 +89,7 @@ class Trajectory:
     def num_tool_tokens(self) -> int:
         return self._num_tool
 
-    def snapshot(self) -> "TokenView":
+    def snapshot(self) -> TokenView:
         """The token ids as they are now, without a copy (the list only grows, so the view never changes)."""
         return TokenView(self.token_ids, len(self.token_ids))
 
@@ -120,10 +122,11 @@ class Trajectory:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Trajectory":
+    def from_dict(cls, data: dict) -> Trajectory:
         segments = [Segment(kind, start, end) for kind, start, end in data["segments"]]
-        return cls(list(data["token_ids"]), list(data["loss_mask"]), list(data["logprobs"]), segments,
-                   int(data["prompt_len"]))
+        return cls(
+            list(data["token_ids"]), list(data["loss_mask"]), list(data["logprobs"]), segments, int(data["prompt_len"])
+        )
 
 
 class TokenView(Sequence[int]):

@@ -3,12 +3,13 @@
 The real vLLM engine and the real tool runtime are exercised by the end-to-end tests; these doubles make the
 scheduler's decisions (calls, budgets, errors, ordering) easy to pin down.
 """
+
 from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from harmony_agent.encoding import get_encoding
 from harmony_agent.engine import Completion, Request, Sampling
@@ -37,8 +38,9 @@ class ScriptedEngine:
     as vLLM does. ``submitted`` keeps every request for inspection.
     """
 
-    def __init__(self, responder: Callable[[list[int], int], list[int]], max_model_len: int = 100_000,
-                 tokens_per_step: int = 8):
+    def __init__(
+        self, responder: Callable[[list[int], int], list[int]], max_model_len: int = 100_000, tokens_per_step: int = 8
+    ):
         self.responder = responder
         self.max_model_len = max_model_len
         self.tokens_per_step = tokens_per_step

@@ -1,4 +1,5 @@
 """The examples in harmony_agent's docstrings run and say what the code does."""
+
 from __future__ import annotations
 
 import doctest

@@ -1,4 +1,5 @@
 """Loop logic on a scripted engine: calls, replies, budgets, the model's mistakes, exact token bookkeeping."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,15 +10,19 @@ from harmony_agent.prompt import render_prompt
 
 from .scripted_engine import InProcessPool, ScriptedEngine, toks
 
-CALL_2 = ("<|channel|>analysis<|message|>Let me compute.<|end|><|start|>assistant"
-          "<|channel|>analysis to=python code<|message|>print(pow(2, 100, 7))<|call|>")
+CALL_2 = (
+    "<|channel|>analysis<|message|>Let me compute.<|end|><|start|>assistant"
+    "<|channel|>analysis to=python code<|message|>print(pow(2, 100, 7))<|call|>"
+)
 FINAL_2 = "<|channel|>final<|message|>The answer is \\boxed{2}.<|return|>"
 
 
 def by_turn(*completions: str, default: str = FINAL_2):
     """A responder that returns completion[k] for the k-th request of a trajectory."""
+
     def respond(prompt_ids, turn):
         return toks(completions[turn] if turn < len(completions) else default)
+
     return respond
 
 
@@ -42,8 +47,9 @@ def test_call_runs_code_and_appends_tool_message_then_final():
     assert [s.kind for s in t.segments] == ["prompt", "model", "tool", "model"]
     assert t.prompt_len == len(prompt)
     assert len(t.token_ids) == len(t.loss_mask) == len(t.logprobs)
-    assert t.loss_mask == ([0] * len(prompt) + [1] * len(toks(CALL_2)) + [0] * len(expected_tool)
-                           + [1] * len(toks(FINAL_2)))
+    assert t.loss_mask == (
+        [0] * len(prompt) + [1] * len(toks(CALL_2)) + [0] * len(expected_tool) + [1] * len(toks(FINAL_2))
+    )
     # the second request is the first one's prompt + completion + tool tokens: append-only
     first, second = engine.submitted
     assert second.prompt_ids[: len(first.prompt_ids)] == first.prompt_ids
@@ -145,6 +151,7 @@ def test_context_budget_counts_tool_tokens():
 
 def _prompt_cfg():
     from harmony_agent.prompt import PromptConfig
+
     return PromptConfig(conversation_start_date="2025-01-01")
 
 
@@ -166,8 +173,10 @@ def test_truncated_completion_still_parses():
 
 
 def test_answer_falls_back_to_analysis_text_when_no_final_message():
-    text = ("<|channel|>analysis<|message|>so \\boxed{7}<|end|><|start|>assistant"
-            "<|channel|>commentary<|message|>done<|return|>")
+    text = (
+        "<|channel|>analysis<|message|>so \\boxed{7}<|end|><|start|>assistant"
+        "<|channel|>commentary<|message|>done<|return|>"
+    )
     agent, _, _ = make_agent(by_turn(text))
     [[r]] = agent.run(["q"])
     assert r.final_text == "" and r.answer == "7"
@@ -176,6 +185,7 @@ def test_answer_falls_back_to_analysis_text_when_no_final_message():
 def test_slow_tool_does_not_block_other_trajectories():
     """While one trajectory waits on a slow cell, the engine keeps finishing the others (no round barrier)."""
     import threading
+
     gate = threading.Event()
 
     class GatedPool(InProcessPool):
@@ -186,6 +196,7 @@ def test_slow_tool_does_not_block_other_trajectories():
             def run(code, timeout=None):
                 gate.wait(10)
                 return original(code, timeout)
+
             session.run = run
             return session
 
@@ -195,7 +206,7 @@ def test_slow_tool_does_not_block_other_trajectories():
 
     agent, engine, _ = make_agent(respond, pool=GatedPool())
     order = []
-    for task, result in agent.stream([Task("slow", key="slow")] + [Task(f"fast {i}", key=i) for i in range(5)]):
+    for task, _result in agent.stream([Task("slow", key="slow")] + [Task(f"fast {i}", key=i) for i in range(5)]):
         order.append(task.key)
         if len(order) == 5:
             gate.set()

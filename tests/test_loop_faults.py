@@ -1,5 +1,6 @@
 """Issue 9: faults of the model output, the sessions and the engine end one trajectory or the run, never hang,
 never leak a session, and never take the other trajectories down. Numbered as the issue's items."""
+
 from __future__ import annotations
 
 import threading
@@ -25,17 +26,20 @@ DATE = "2025-01-01"
 def by_turn(*completions: str, default: str = FINAL_2):
     def respond(prompt_ids, turn):
         return toks(completions[turn] if turn < len(completions) else default)
+
     return respond
 
 
 def by_problem(table: dict[str, tuple[str, ...]]):
     """Completions per problem (found in the prompt text), by turn; FINAL_2 after the last."""
+
     def respond(prompt_ids, turn):
         text = get_encoding().decode(prompt_ids)
         for key, completions in table.items():
             if key in text:
                 return toks(completions[turn] if turn < len(completions) else FINAL_2)
         return toks(FINAL_2)
+
     return respond
 
 
@@ -85,6 +89,7 @@ class PoolOf(InProcessPool):
 
 # -- 1. every path of a call ends in a reply ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("behaviour", ["none", "string", "system_exit", "keyboard_interrupt", "exit_call"])
 def test_1_a_session_that_misbehaves_still_answers_the_call(behaviour):
     def run(session, code, original):
@@ -130,6 +135,7 @@ def test_1_a_call_that_never_answers_is_given_up_after_its_deadline():
 
 # -- 2. a bad event ends one trajectory and closes its session ------------------------------------------------
 
+
 class FaultyEngine(ScriptedEngine):
     """A scripted engine that breaks the requests of problems whose prompt names a fault."""
 
@@ -155,14 +161,22 @@ class FaultyEngine(ScriptedEngine):
 
 def test_2_one_bad_event_ends_only_its_own_trajectory_and_closes_its_session():
     surrogate = PY.format("print('\\ud800 lone')")
-    table = {"bad-logprobs": (CALL_2,), "surrogate": (surrogate,), "submit-fails": (CALL_2,),
-             "bad-finish": (CALL_2,), "fine": (CALL_2,)}
+    table = {
+        "bad-logprobs": (CALL_2,),
+        "surrogate": (surrogate,),
+        "submit-fails": (CALL_2,),
+        "bad-finish": (CALL_2,),
+        "fine": (CALL_2,),
+    }
     engine = FaultyEngine(by_problem(table))
     agent, _, pool = make_agent(None, engine=engine)
     results = run_all(agent, [Task(p, key=p) for p in table])
     assert results["fine"].finish_reason == "final" and results["fine"].answer == "2"
-    for key, needle in [("bad-logprobs", "logprobs"), ("submit-fails", "submitting the request failed"),
-                        ("bad-finish", "unknown finish")]:
+    for key, needle in [
+        ("bad-logprobs", "logprobs"),
+        ("submit-fails", "submitting the request failed"),
+        ("bad-finish", "unknown finish"),
+    ]:
         r = results[key]
         assert r.finish_reason == "error" and needle in r.error, (key, r.error)
         t = r.trajectory
@@ -176,6 +190,7 @@ def test_2_one_bad_event_ends_only_its_own_trajectory_and_closes_its_session():
 
 
 # -- 3. cleanup steps are independent; the original error propagates -------------------------------------------
+
 
 class DyingEngine(ScriptedEngine):
     def __init__(self, *a, die_at_step: int, **kw):
@@ -217,8 +232,15 @@ def test_3_abort_raising_does_not_stop_closing_sessions_when_the_stream_is_close
 
 # -- 4. a stale call is never run again ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("tail", ["<|end|><|start|>assistant<|call|>", "<|end|><|call|>",
-                                  "<|end|><|start|>assistant<|channel|>analysis to=python<|call|>"])
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "<|end|><|start|>assistant<|call|>",
+        "<|end|><|call|>",
+        "<|end|><|start|>assistant<|channel|>analysis to=python<|call|>",
+    ],
+)
 def test_4_a_call_token_outside_a_message_is_malformed_not_a_rerun(tail):
     stale = "<|channel|>analysis to=python code<|message|>print('once')" + tail
     agent, _, pool = make_agent(by_turn(stale, FINAL_2))
@@ -238,12 +260,13 @@ def test_4_parser_reports_the_call_only_for_the_message_it_ends():
 
 # -- 5. replies are tool messages from a safe author on a valid channel ------------------------------------------
 
+
 @pytest.mark.parametrize("recipient", ["user", "system", "developer", "assistant", "assistant.x", "tool"])
 def test_5_a_call_to_a_role_is_answered_by_a_tool_not_by_that_role(recipient):
     agent, _, pool = make_agent(by_turn(f"<|channel|>analysis to={recipient} code<|message|>hi<|call|>"))
     r = run_all(agent, [Task("q", key=0)])[0]
     tool_segment = next(s for s in r.trajectory.segments if s.kind == "tool")
-    text = get_encoding().decode(r.trajectory.token_ids[tool_segment.start:tool_segment.end])
+    text = get_encoding().decode(r.trajectory.token_ids[tool_segment.start : tool_segment.end])
     assert text.startswith("<|start|>python to=assistant<|channel|>analysis<|message|>Error: there is no tool")
     assert pool.log == []
 
@@ -263,10 +286,11 @@ def test_5_garbled_channels_are_not_echoed_and_long_names_are_bounded():
 
 # -- 6. per-turn work proportional to the new tokens -----------------------------------------------------------
 
+
 def test_6_parsing_a_huge_header_costs_about_what_parsing_content_costs():
     enc = get_encoding()
     filler = enc.encode(" alpha beta", allowed_special=set()) * 30_000
-    header = [200005, *filler, 200008, 200007]     # <|channel|> + 60k tokens of header + <|message|><|end|>
+    header = [200005, *filler, 200008, 200007]  # <|channel|> + 60k tokens of header + <|message|><|end|>
     content = [200005, 35644, 200008, *filler, 200007]
     t_header = min(_timed(lambda: parse_completion(header)) for _ in range(2))
     t_content = min(_timed(lambda: parse_completion(content)) for _ in range(2))
@@ -281,15 +305,22 @@ def _timed(fn) -> float:
 
 def test_6_token_counts_are_counters_and_survive_serialization():
     t = Trajectory.from_prompt([1, 2])
-    for i in range(1000):
+    for _ in range(1000):
         t.append_model([3, 4], None)
         t.append_tool([5])
     assert (t.num_model_tokens, t.num_tool_tokens) == (2000, 1000)
     t.segments = None  # type: ignore[assignment] - reading the counts must not walk the segments
     assert t.num_model_tokens == 2000
     t.segments = [s for s in Trajectory.from_dict(Trajectory.from_prompt([1]).to_dict()).segments]
-    back = Trajectory.from_dict({"token_ids": [1, 2, 3], "loss_mask": [0, 1, 0], "logprobs": [0, -1, 0],
-                                 "prompt_len": 1, "segments": [["prompt", 0, 1], ["model", 1, 2], ["tool", 2, 3]]})
+    back = Trajectory.from_dict(
+        {
+            "token_ids": [1, 2, 3],
+            "loss_mask": [0, 1, 0],
+            "logprobs": [0, -1, 0],
+            "prompt_len": 1,
+            "segments": [["prompt", 0, 1], ["model", 1, 2], ["tool", 2, 3]],
+        }
+    )
     assert (back.num_model_tokens, back.num_tool_tokens) == (1, 1)
 
 
@@ -316,6 +347,7 @@ def test_6_requests_share_the_trajectory_instead_of_copying_it():
 
 # -- 7. a call on the last budget token is not executed -----------------------------------------------------------
 
+
 def test_7_a_call_on_the_last_budget_token_is_not_run():
     agent, _, pool = make_agent(by_turn(CALL_2), max_tokens=len(toks(CALL_2)))
     r = run_all(agent, [Task("q", key=0)])[0]
@@ -332,6 +364,7 @@ def test_7_a_call_whose_reply_cannot_fit_the_context_is_not_run(spare):
 
 
 # -- 8. closing a stream returns at once ----------------------------------------------------------------------------
+
 
 def test_8_closing_while_a_session_is_opening_returns_at_once_and_closes_it_later():
     opening = threading.Event()
@@ -362,6 +395,7 @@ def test_8_closing_while_a_session_is_opening_returns_at_once_and_closes_it_late
 
 
 # -- 9. tool failures are data ---------------------------------------------------------------------------------------
+
 
 def test_9_a_runtime_failure_is_a_record_with_its_own_status():
     class Broken(InProcessPool):
@@ -414,6 +448,7 @@ def test_9_a_closed_pool_fails_the_run_at_once_and_closing_it_mid_run_ends_the_r
 
 # -- 10. footguns for RL users -----------------------------------------------------------------------------------------
 
+
 def test_10_run_without_seed_samples_anew_and_records_the_seed():
     agent, engine, _ = make_agent(by_turn(FINAL_2))
     a = bounded(lambda: agent.run(["q"], n=2))
@@ -463,29 +498,36 @@ def test_10_messages_input_dicts_and_harmony_messages():
     from openai_harmony import Message, Role
 
     agent, engine, _ = make_agent(by_turn(FINAL_2), developer_instructions="Be brief.")
-    history = [{"role": "system", "content": "Answer in French."},
-               {"role": "user", "content": "Hi"},
-               {"role": "assistant", "content": "Bonjour"},
-               {"role": "user", "content": [{"type": "text", "text": "What is 1+1?"}]}]
+    history = [
+        {"role": "system", "content": "Answer in French."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Bonjour"},
+        {"role": "user", "content": [{"type": "text", "text": "What is 1+1?"}]},
+    ]
     harmony_history = [Message.from_role_and_content(Role.USER, "Hi")]
     results = bounded(lambda: agent.run([history, harmony_history, "Hi"], seed=0))
     text = get_encoding().decode(results[0][0].trajectory.prompt_ids)
     assert "# Instructions\n\nBe brief.\n\nAnswer in French.<|end|>" in text
-    assert text.endswith("<|start|>user<|message|>Hi<|end|><|start|>assistant<|channel|>final<|message|>Bonjour"
-                         "<|end|><|start|>user<|message|>What is 1+1?<|end|><|start|>assistant")
+    assert text.endswith(
+        "<|start|>user<|message|>Hi<|end|><|start|>assistant<|channel|>final<|message|>Bonjour"
+        "<|end|><|start|>user<|message|>What is 1+1?<|end|><|start|>assistant"
+    )
     assert results[1][0].trajectory.prompt_ids == results[2][0].trajectory.prompt_ids
     assert results[0][0].problem == history and results[0][0].answer == "2"
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"role": "user", "content": "x"}, "wrap the conversation in a list"),
-    ([{"role": "tool", "content": "x"}], "role 'tool'; valid: system, developer, user, assistant"),
-    ([{"role": "user", "content": 3}], "'content' must be a string"),
-    ([], "non-empty list"),
-    ([object()], "use openai_harmony.Message or a dict"),
-    ("lone \ud800 surrogate", "the problem is not valid text"),
-    ([{"role": "user", "content": "x\udfff"}], "message 0 is not valid text"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"role": "user", "content": "x"}, "wrap the conversation in a list"),
+        ([{"role": "tool", "content": "x"}], "role 'tool'; valid: system, developer, user, assistant"),
+        ([{"role": "user", "content": 3}], "'content' must be a string"),
+        ([], "non-empty list"),
+        ([object()], "use openai_harmony.Message or a dict"),
+        ("lone \ud800 surrogate", "the problem is not valid text"),
+        ([{"role": "user", "content": "x\udfff"}], "message 0 is not valid text"),
+    ],
+)
 def test_10_bad_messages_fail_before_anything_runs(bad, match):
     agent, engine, _ = make_agent(by_turn(FINAL_2))
     with pytest.raises((TypeError, ValueError), match=match):
@@ -497,8 +539,11 @@ def test_10_solve_takes_n_and_messages(monkeypatch):
     from harmony_agent import agent as agent_module
 
     monkeypatch.setattr(agent_module, "_ENGINES", {})
-    monkeypatch.setattr(agent_module.VLLMEngine, "from_model",
-                        staticmethod(lambda model, **kw: ScriptedEngine(by_turn(CALL_2, FINAL_2))))
+    monkeypatch.setattr(
+        agent_module.VLLMEngine,
+        "from_model",
+        staticmethod(lambda model, **kw: ScriptedEngine(by_turn(CALL_2, FINAL_2))),
+    )
     pool = InProcessPool()
     rows = agent_module.solve("q", model="m", n=3, seed=5, session_pool=pool)
     assert [r.seed for r in rows] == [5, 6, 7] and all(r.answer == "2" for r in rows)
@@ -507,6 +552,7 @@ def test_10_solve_takes_n_and_messages(monkeypatch):
 
 
 # -- 11. one source of configuration ----------------------------------------------------------------------------------
+
 
 def test_11_defaults_are_defined_once_in_config():
     import pathlib
@@ -522,8 +568,9 @@ def test_11_defaults_are_defined_once_in_config():
         for number, line in enumerate(path.read_text().splitlines(), 1):
             code = line.split("#")[0]
             for literal in literals:
-                assert not re.search(rf"(?<![\w.]){re.escape(literal)}(?![\w.])", code) or "doctest" in line, \
+                assert not re.search(rf"(?<![\w.]){re.escape(literal)}(?![\w.])", code) or "doctest" in line, (
                     f"{path.name}:{number} repeats a default: {line.strip()}"
+                )
     agent, _, _ = make_agent(by_turn(FINAL_2))
     assert agent.config == config.LoopConfig() and agent.sampling == config.Sampling()
 

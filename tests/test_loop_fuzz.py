@@ -2,6 +2,7 @@
 invariants that must hold for every trajectory whatever happens: the prompt is exact, the model's tokens are kept
 as sampled, masks and logprobs are aligned, inserted replies are tool messages, budgets hold, every trajectory
 finishes (no hang) and every session is closed."""
+
 from __future__ import annotations
 
 import random
@@ -152,8 +153,14 @@ def _check_case(case: int) -> int:
     max_model_len = max(len(v) for v in prompt_lens.values()) + rng.randint(20, 600)
     engine = FuzzEngine(case, max_model_len, faults=rng.random() < 0.5)
     pool = FuzzPool(case)
-    agent = Agent(engine=engine, session_pool=pool, prompt=prompt_cfg, max_tokens=rng.randint(5, 300),
-                  max_tool_calls=rng.randint(0, 4), max_concurrent=rng.randint(1, 4))
+    agent = Agent(
+        engine=engine,
+        session_pool=pool,
+        prompt=prompt_cfg,
+        max_tokens=rng.randint(5, 300),
+        max_tool_calls=rng.randint(0, 4),
+        max_concurrent=rng.randint(1, 4),
+    )
     n = rng.randint(1, 3)
     tasks = [Task(p, seed=rng.choice([None, case]), key=(i, j)) for i, p in enumerate(problems) for j in range(n)]
     box: dict = {}
@@ -178,17 +185,17 @@ def _check_case(case: int) -> int:
             assert a.end == b.start and a.kind != b.kind, where
         assert t.segments[-1].end == len(t)
         for s in t.segments:
-            ids = t.token_ids[s.start:s.end]
+            ids = t.token_ids[s.start : s.end]
             if s.kind == "model":
                 prompt = tuple(t.token_ids[: s.start])
-                assert ids == engine.completions[prompt], where           # kept exactly as sampled
-                assert t.logprobs[s.start:s.end] == engine.logprobs[prompt], where
-                assert set(t.loss_mask[s.start:s.end]) == {1}, where
+                assert ids == engine.completions[prompt], where  # kept exactly as sampled
+                assert t.logprobs[s.start : s.end] == engine.logprobs[prompt], where
+                assert set(t.loss_mask[s.start : s.end]) == {1}, where
             else:
-                assert set(t.loss_mask[s.start:s.end]) == {0} and set(t.logprobs[s.start:s.end]) == {0.0}, where
+                assert set(t.loss_mask[s.start : s.end]) == {0} and set(t.logprobs[s.start : s.end]) == {0.0}, where
             if s.kind == "tool":
                 text = enc.decode(ids)
-                author = text[len("<|start|>"):].split(" ", 1)[0]
+                author = text[len("<|start|>") :].split(" ", 1)[0]
                 assert text.startswith("<|start|>") and author not in roles, (where, text[:80])
                 assert " to=assistant<|channel|>" in text and text.endswith("<|end|><|start|>assistant"), where
                 channel = text.split("<|channel|>", 1)[1].split("<|message|>", 1)[0]
