@@ -1,0 +1,98 @@
+"""The CLIs' console: our messages on stderr, vLLM quiet (and on stderr) unless ``--verbose``, Ctrl-C as one line.
+
+stdout carries only the results (tables, listings), so ``harmony-eval ... > table.txt`` keeps them clean.
+vLLM configures its own logger when it is imported, from environment variables (``VLLM_LOGGING_LEVEL``,
+``VLLM_LOGGING_STREAM``, which defaults to stdout): they are set here before it is imported (a value the user
+set wins), and the levels are also applied to an already imported vLLM.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Callable
+
+from evals.errors import one_line, user_error_types
+
+__all__ = ["setup_console", "run_cli", "QUIET_VLLM_LEVEL"]
+
+QUIET_VLLM_LEVEL = "ERROR"
+"""vLLM's log level without --verbose (its INFO and WARNING lines are about the engine, not the results)."""
+
+# vLLM's chat-template warmup needs the tokenizer that the agent deliberately skips (it works on token ids),
+# so it always fails and logs a traceback that means nothing here.
+_HARMLESS = ("Chat template warmup failed",)
+
+
+class _StderrHandler(logging.Handler):
+    """Writes ``prog: [warning: ]message`` to the *current* sys.stderr (so test capture and redirection work)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(logging.INFO)
+        self.prog = prog
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+            sys.stderr.write(f"{self.prog}: {level}{record.getMessage()}\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+class _DropHarmless(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in _HARMLESS)
+
+
+def setup_console(prog: str, verbose: bool = False) -> None:
+    """Our log lines (``evals`` and ``harmony_agent``) to stderr; vLLM's to stderr, quiet unless `verbose`."""
+    handler = _StderrHandler(prog)
+    for name in ("evals", "harmony_agent"):
+        log = logging.getLogger(name)
+        for old in [h for h in log.handlers if isinstance(h, _StderrHandler)]:
+            log.removeHandler(old)
+        log.addHandler(handler)
+        log.setLevel(logging.DEBUG if verbose else logging.INFO)
+        log.propagate = False
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    level = os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else QUIET_VLLM_LEVEL).upper()
+    os.environ.setdefault("TQDM_DISABLE", "0" if verbose else "1")  # vLLM's weight-loading bars
+    vllm_logger = logging.getLogger("vllm")
+    if "vllm" in sys.modules:  # already configured at its import: apply the level now
+        vllm_logger.setLevel(level)
+        for h in vllm_logger.handlers:
+            h.setLevel(level)
+    logging.getLogger("vllm.renderers.base").addFilter(_DropHarmless())
+
+
+def run_cli(prog: str, body: Callable[[], int], quiet_exit: bool = False) -> int:
+    """Run a CLI body: user errors -> one line + exit 2; Ctrl-C -> one line + 130. With `quiet_exit` (the
+    console scripts, not tests calling ``main`` in-process) nothing is printed after that line."""
+    try:
+        return body()
+    except user_error_types() as e:
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; finished samples are saved, run the same command to resume", file=sys.stderr)
+        if quiet_exit:
+            _silence_shutdown()
+        return 130
+    except SystemExit as e:  # --help
+        return int(e.code or 0) if isinstance(e.code, int) or e.code is None else 2
+
+
+def _silence_shutdown() -> None:
+    """After an interrupt, vLLM's engine shutdown (atexit handlers, its threads) reports the interrupt again with
+    tracebacks; our one line has said it all, so this process's stderr goes to /dev/null from here on."""
+    try:
+        sys.stderr.flush()
+        sys.stdout.flush()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+    except OSError:
+        pass
+    logging.getLogger("vllm").setLevel(logging.CRITICAL + 1)
