@@ -48,7 +48,9 @@ class Parser(argparse.ArgumentParser):
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default in (None, False, [], argparse.SUPPRESS) or "%(default)" in text or "default:" in text:
+        default = action.default
+        if (default is None or default is False or default == [] or default == "" or default == argparse.SUPPRESS
+                or "%(default)" in text or "default:" in text):
             return text
         return text + " (default: %(default)s)"
 
@@ -145,11 +147,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    default=agent_config.DEFAULT_MAX_TOKENS, help="max generated tokens per sample")
     g.add_argument("--temperature", type=checked(Sampling, "temperature", float),
                    default=agent_config.DEFAULT_TEMPERATURE, help="0 is greedy")
-    g.add_argument("--top-p", type=checked(Sampling, "top_p", float), default=agent_config.DEFAULT_TOP_P)
+    g.add_argument("--top-p", type=checked(Sampling, "top_p", float), default=agent_config.DEFAULT_TOP_P,
+                   help="nucleus sampling")
     g.add_argument("--top-k", type=checked(Sampling, "top_k", int), default=agent_config.DEFAULT_TOP_K,
                    help="-1 is off")
     g.add_argument("--reasoning-effort", choices=agent_config.REASONING_EFFORTS,
-                   default=agent_config.DEFAULT_REASONING_EFFORT)
+                   default=agent_config.DEFAULT_REASONING_EFFORT, help="in the system message")
     g.add_argument("--seed", type=at_least(0), default=0, help="sample j of n uses seed SEED+j (file output-rsSEED+j)")
     t = p.add_argument_group("python tool")
     t.add_argument("--python", action=argparse.BooleanOptionalAction, default=True,
@@ -164,7 +167,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--dtype", choices=DTYPES, help="weights and activations (default: vLLM's choice)")
     e.add_argument("--tensor-parallel-size", type=at_least(1), help="GPUs per engine")
     e.add_argument("--max-model-len", type=at_least(1), help="context length (default: the model's)")
-    e.add_argument("--gpu-memory-utilization", type=at_least(0.01, float, 1.0))
+    e.add_argument("--gpu-memory-utilization", type=at_least(0.01, float, 1.0),
+                   help="share of GPU memory vLLM may take (default: vLLM's)")
     e.add_argument("--enforce-eager", action="store_true", default=None, help="no CUDA graphs")
     e.add_argument("--kv-cache-memory-bytes", type=parse_bytes, help="explicit KV cache size (needed on CPU), e.g. 8G")
     e.add_argument("--max-concurrent", type=checked(LoopConfig, "max_concurrent", int),
@@ -179,8 +183,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """``vllm.LLM`` arguments from the engine flags; statistics on (the progress line reads its token count)."""
-    kwargs: dict[str, Any] = {"disable_log_stats": False}
+    """``vllm.LLM`` arguments from the engine flags; statistics on (the progress line reads its token count),
+    weight-loading bars only with --verbose."""
+    kwargs: dict[str, Any] = {"disable_log_stats": False, "use_tqdm_on_load": bool(args.verbose)}
     for name in ("dtype", "tensor_parallel_size", "max_model_len", "gpu_memory_utilization", "enforce_eager",
                  "kv_cache_memory_bytes"):
         value = getattr(args, name)
@@ -223,8 +228,8 @@ def build_parser() -> Parser:
     d = p.add_argument_group("data")
     d.add_argument("--data-dir", help="folder with <bench>.jsonl (default: $HARMONY_EVAL_DATA, else the hub)")
     d.add_argument("--input-file", help="a JSONL benchmark of your own (named after the file)")
-    d.add_argument("--problem-field", default="problem")
-    d.add_argument("--answer-field", default="answer")
+    d.add_argument("--problem-field", default="problem", help="field holding the problem text")
+    d.add_argument("--answer-field", default="answer", help="field holding the reference answer")
     d.add_argument("--id-field", default="id", help="unique id field (missing: the line's position)")
     d.add_argument("--prompt-template", default=AIME_PROMPT,
                    help="user message, str.format over the record's fields (default: the published AIME prompt)")

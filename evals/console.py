@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from typing import Callable
 
 from evals.errors import one_line, user_error_types
@@ -46,6 +47,25 @@ class _DropHarmless(logging.Filter):
         return not any(text in message for text in _HARMLESS)
 
 
+_QUIET_ENV = "HARMONY_EVAL_QUIET"
+_NOISE_ENV = {  # what else speaks on stderr while an engine starts, and how to quiet it
+    "PYTHONWARNINGS": "ignore",    # torch/vLLM FutureWarnings, the multiprocessing resource tracker
+    "TORCH_CPP_LOG_LEVEL": "ERROR",  # torch's C++ warnings (e.g. NUMA binding on CPU)
+}
+
+
+def _quiet_vllm_imports() -> None:
+    """vLLM configures its logger only when an engine starts; until then its warnings at import (e.g. "Triton is
+    installed, but doesn't include CPU backend") reach stderr unformatted. Raising the level of the ``vllm``
+    logger first stops them. Runs at import of this module too, so engine processes that re-import the main
+    module (multiprocessing's spawn) are quiet as well."""
+    if os.environ.get(_QUIET_ENV) == "1":
+        logging.getLogger("vllm").setLevel(os.environ.get("VLLM_LOGGING_LEVEL", QUIET_VLLM_LEVEL).upper())
+
+
+_quiet_vllm_imports()
+
+
 def setup_console(prog: str, verbose: bool = False) -> None:
     """Our log lines (``evals`` and ``harmony_agent``) to stderr; vLLM's to stderr, quiet unless `verbose`."""
     handler = _StderrHandler(prog)
@@ -58,12 +78,16 @@ def setup_console(prog: str, verbose: bool = False) -> None:
         log.propagate = False
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     level = os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else QUIET_VLLM_LEVEL).upper()
-    os.environ.setdefault("TQDM_DISABLE", "0" if verbose else "1")  # vLLM's weight-loading bars
+    if not verbose:
+        for key, value in _NOISE_ENV.items():  # for the engine's processes
+            os.environ.setdefault(key, value)
+        os.environ[_QUIET_ENV] = "1"
+        if not sys.warnoptions:  # for this one (PYTHONWARNINGS is read at start), unless -W was given
+            warnings.simplefilter("ignore")
     vllm_logger = logging.getLogger("vllm")
-    if "vllm" in sys.modules:  # already configured at its import: apply the level now
-        vllm_logger.setLevel(level)
-        for h in vllm_logger.handlers:
-            h.setLevel(level)
+    vllm_logger.setLevel(level)
+    for h in vllm_logger.handlers:  # an engine started earlier in this process configured them
+        h.setLevel(level)
     logging.getLogger("vllm.renderers.base").addFilter(_DropHarmless())
 
 
@@ -96,3 +120,4 @@ def _silence_shutdown() -> None:
     except OSError:
         pass
     logging.getLogger("vllm").setLevel(logging.CRITICAL + 1)
+

@@ -26,7 +26,7 @@ __all__ = ["generate", "merge_chunks", "chunk_dir", "main", "GENERATE_DEFAULTS"]
 
 _CHUNK_RE = re.compile(r"^chunk-(\d+)-of-(\d+)$")
 MANIFEST = "manifest.json"
-GENERATE_DEFAULTS = {"num_samples": 1, "answer_field": None}
+GENERATE_DEFAULTS: dict[str, Any] = {"num_samples": 1, "answer_field": None}
 """Where harmony-generate's defaults differ from harmony-eval's: one sample per record, no grading."""
 
 
@@ -112,10 +112,11 @@ def merge_chunks(output_dir: str | Path, *, allow_incomplete: bool = False) -> d
     problems: list[str] = []
     per_seed: dict[int, list[dict]] = {}
     for cid in range(num_chunks):
-        d = chunks.get(cid)
-        if d is None or not (d / MANIFEST).exists():
+        found_dir = chunks.get(cid)
+        if found_dir is None or not (found_dir / MANIFEST).exists():
             problems.append(f"chunk {cid} not started")
             continue
+        d = found_dir
         man = _read_manifest(d / MANIFEST)
         missing = 0
         for s in man["seeds"]:

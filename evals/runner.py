@@ -126,9 +126,9 @@ def _stream(items: Sequence[WorkItem], agent: Any, config: EvalConfig, progress:
     stream = agent.stream(tasks)
     try:
         for task, result in stream:
-            item = by_key.pop(task.key, None)
-            if item is None:
+            if task.key not in by_key:
                 continue  # not ours or already written: never write a sample twice
+            item = by_key.pop(task.key)
             rec = build_record(item.record, item.seed, item.job.prompts[item.record["id"]], result,
                                save_tokens=config.save_tokens, grade_timeout=config.grade_timeout)
             item.job.store.append(item.seed, rec)

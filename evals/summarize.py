@@ -48,7 +48,8 @@ def score_folder(folder: Path, ids: Optional[Sequence[str]] = None, majority: st
     problems = list(ids) if ids is not None else list(dict.fromkeys(
         str(r.get("id")) for recs in per_seed.values() for r in recs))
     wanted = set(problems)
-    complete, partial = [], []
+    complete: list[tuple[int, int]] = []
+    partial: list[tuple[int, int]] = []
     for seed, recs in per_seed.items():
         have = {str(r.get("id")) for r in recs} & wanted
         (complete if have == wanted else partial).append((seed, len(have)))

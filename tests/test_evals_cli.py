@@ -51,7 +51,8 @@ def test_end_to_end_files_metrics_and_one_stream(tmp_path, capsys):
     kw = f.calls[0]
     assert (kw["model"], kw["python"], kw["reasoning_effort"], kw["temperature"], kw["top_p"], kw["max_tokens"],
             kw["max_tool_calls"], kw["tool_timeout"], kw["max_output_chars"], kw["engine_kwargs"]) == \
-        ("fake/model", True, "high", 1.0, 1.0, 120000, 100, 10.0, 1000, {"disable_log_stats": False})
+        ("fake/model", True, "high", 1.0, 1.0, 120000, 100, 10.0, 1000,
+         {"disable_log_stats": False, "use_tqdm_on_load": False})
     assert kw["logprobs"] is False  # not saved, so not asked of the engine
     res = tmp_path / "eval-results"
     for bench, n in (("aime24", 4), ("aime25", 2)):
@@ -145,7 +146,8 @@ def test_flags_reach_the_agent(tmp_path, capsys):
                                                                                  200)
     assert kw["max_concurrent"] == 32
     assert kw["logprobs"] is True  # --save-tokens keeps them
-    assert kw["engine_kwargs"] == {"disable_log_stats": False, "tensor_parallel_size": 2, "max_model_len": 4096,
+    assert kw["engine_kwargs"] == {"disable_log_stats": False, "use_tqdm_on_load": False, "tensor_parallel_size": 2,
+                                   "max_model_len": 4096,
                                    "gpu_memory_utilization": 0.8,
                                    "enforce_eager": True, "kv_cache_memory_bytes": 256 << 20,
                                    "distributed_executor_backend": "ray", "max_num_seqs": 64}
@@ -528,3 +530,39 @@ def test_metrics_json_matches_an_independent_nemo_skills_style_reading(tmp_path,
             assert ours[f"pass@1[avg-of-{k}]"]["symbolic_correct"] == pytest.approx(100 * avg, abs=1e-12)
     tokens = int(sum(sum(p["num_generated_tokens"] for p in row) / n for row in rows) / num)
     assert {r["avg_tokens"] for r in ours.values()} == {tokens}
+
+
+# ------------------------------------------------------------------------------------------------ one skeleton
+
+def test_eval_config_builds_on_the_agent_configuration():
+    from evals.config import EvalConfig
+    from harmony_agent import LoopConfig, Sampling
+
+    c = EvalConfig.create(model="m", temperature=0.6, max_tool_calls=5, python=False, num_samples=4)
+    assert (c.sampling.temperature, c.loop.max_tool_calls, c.prompt.python, c.num_samples) == (0.6, 5, False, 4)
+    assert c.loop.max_tokens == LoopConfig().max_tokens and c.sampling.top_p == Sampling().top_p  # one default
+    kw = c.agent_kwargs()
+    assert kw["sampling"].logprobs is False and EvalConfig.create(c, save_tokens=True).agent_kwargs()[
+        "sampling"].logprobs is True
+    with pytest.raises(TypeError, match="unknown setting.*temprature"):
+        EvalConfig.create(temprature=0.5)
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        EvalConfig.create(temperature=-1)
+    with pytest.raises(ValueError, match="num_samples must be an int >= 1"):
+        EvalConfig(num_samples=0)
+
+
+def test_help_shows_defaults_and_every_subcommand(capsys):
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for piece in ("--temperature TEMPERATURE", "(default: 1.0)", "--top-p", "--code-timeout", "(default: 10.0)",
+                  "--tokens-to-generate", "(default: 120000)", "--dtype", "--verbose", "--majority",
+                  "harmony-eval summarize DIR", "harmony-eval show DIR"):
+        assert piece in text, piece
+    assert main(["summarize", "--help"]) == 0 and "benchmark folder" in capsys.readouterr().out
+    assert main(["show", "--help"]) == 0 and "--seed" in capsys.readouterr().out
+    from evals.generate import main as generate_main
+
+    assert generate_main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "harmony-generate merge DIR" in text and "(default: 1)" in text
