@@ -99,20 +99,24 @@ class EvalConfig:
     def sample_settings(self) -> dict[str, Any]:
         """What shapes the samples (engine layout, data source, output and concurrency excluded), stored in
         ``run-config.json``: resuming with other values is refused. Keys are the CLI's flag names."""
-        return {
+        settings: dict[str, Any] = {
             "model": self.model,
             "python": self.prompt.python,
             "reasoning_effort": self.prompt.reasoning_effort,
-            "developer_instructions": self.prompt.developer_instructions,
             "temperature": self.sampling.temperature,
             "top_p": self.sampling.top_p,
-            "top_k": self.sampling.top_k,
             "tokens_to_generate": self.loop.max_tokens,
             "max_code_executions": self.loop.max_tool_calls,
             "code_timeout": self.loop.tool_timeout,
             "max_code_output_chars": self.loop.max_output_chars,
             "prompt_template": self.prompt_template,
         }
+        # settings newer than the first run-config.json files: recorded only when set, so older folders resume
+        if self.sampling.top_k != Sampling().top_k:
+            settings["top_k"] = self.sampling.top_k
+        if self.prompt.developer_instructions is not None:
+            settings["developer_instructions"] = self.prompt.developer_instructions
+        return settings
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready copy (nested objects as dicts)."""

@@ -93,19 +93,31 @@ def setup_console(prog: str, verbose: bool = False) -> None:
 
 def run_cli(prog: str, body: Callable[[], int], quiet_exit: bool = False) -> int:
     """Run a CLI body: user errors -> one line + exit 2; Ctrl-C -> one line + 130. With `quiet_exit` (the
-    console scripts, not tests calling ``main`` in-process) nothing is printed after that line."""
+    console scripts, not tests calling ``main`` in-process) nothing is printed after that line: not by this
+    process, nor by vLLM's engine processes, which got the same Ctrl-C (see `evals._stderr_gate`)."""
+    gate = None
+    if quiet_exit:
+        from evals._stderr_gate import StderrGate
+
+        gate = StderrGate()
+        gate.open()
     try:
-        return body()
+        code = body()
     except user_error_types() as e:
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
+        if gate is not None:
+            gate.close_gate()
         print(f"{prog}: interrupted; finished samples are saved, run the same command to resume", file=sys.stderr)
         if quiet_exit:
             _silence_shutdown()
         return 130
     except SystemExit as e:  # --help
-        return int(e.code or 0) if isinstance(e.code, int) or e.code is None else 2
+        code = int(e.code or 0) if isinstance(e.code, int) or e.code is None else 2
+    if gate is not None:
+        gate.flush()
+    return code
 
 
 def _silence_shutdown() -> None:
@@ -114,10 +126,7 @@ def _silence_shutdown() -> None:
     try:
         sys.stderr.flush()
         sys.stdout.flush()
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 2)
-        os.close(null)
+        sys.stderr = open(os.devnull, "w")
     except OSError:
         pass
     logging.getLogger("vllm").setLevel(logging.CRITICAL + 1)
-
