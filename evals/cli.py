@@ -122,7 +122,22 @@ def model_argument(text: str) -> str:
     if path_like:
         raise argparse.ArgumentTypeError(f"{name!r}: no such folder; give an existing local model folder or a hub "
                                          "name like openai/gpt-oss-120b")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") and not _in_hub_cache(name):
+        raise argparse.ArgumentTypeError(f"{name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is "
+                                         "set; download it first or give a local folder")
     return name
+
+
+def _in_hub_cache(name: str) -> bool:
+    """Whether the hub model `name` has its config.json in the local Hugging Face cache (unknown: assume so)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return True
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # an invalid repo id: let vLLM say what is wrong with it
+        return True
 
 
 def _engine_arg(text: str) -> tuple[str, Any]:

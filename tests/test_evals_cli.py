@@ -566,3 +566,15 @@ def test_help_shows_defaults_and_every_subcommand(capsys):
     assert generate_main(["--help"]) == 0
     text = capsys.readouterr().out
     assert "harmony-generate merge DIR" in text and "(default: 1)" in text
+
+
+def test_an_uncached_hub_model_fails_at_once_when_offline(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    f = FakeFactory()
+    code, out = run(["aime24", "--model", "openai/gpt-oss-999b", "--output-dir", str(tmp_path)], f, capsys)
+    assert code == 2 and f.calls == []
+    one_line_error(out, "argument --model: 'openai/gpt-oss-999b' is not in the local Hugging Face cache")

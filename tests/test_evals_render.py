@@ -101,3 +101,17 @@ def test_progress_counts_resumed_samples_and_says_what_its_throughput_counts():
 
     Agent.engine.llm = NoStats()
     assert engine_token_counter(Agent()) is None
+
+
+def test_show_works_on_a_generate_output_dir(tmp_path, capsys):
+    from evals.generate import main as generate_main
+
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"id": f"q{i}", "topic": f"T{i}"}) + "\n" for i in range(2)))
+    assert generate_main(["--input-file", str(inp), "--output-dir", str(tmp_path / "gen"), "--model", "m",
+                          "--prompt-template", "Solve {topic}: ANSWER=7", "--no-progress"],
+                         agent_factory=FakeFactory()) == 0
+    capsys.readouterr()
+    assert main(["show", str(tmp_path / "gen"), "--id", "q1"]) == 0
+    text = capsys.readouterr().out
+    assert "Solve T1: ANSWER=7" in text and "--- final ---" in text and "q1 · seed 0" in text
