@@ -7,7 +7,6 @@ chunks into ``DIR/output-rs<seed>.jsonl`` in input order.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -15,17 +14,20 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from evals.cli import _Parser, add_agent_arguments, agent_options, run_cli
-from evals.data import read_jsonl_rows, normalize_records
+from evals.cli import Parser, add_run_arguments, at_least, config_from_args
+from evals.config import AIME_PROMPT, EvalConfig
+from evals.console import run_cli, setup_console
+from evals.data import normalize_records, read_jsonl_rows
 from evals.errors import EvalError
-from evals.output import SampleStore, check_run_config, read_records, seed_files, write_json_atomic
-from evals.runner import (AIME_PROMPT, AgentSettings, ProgressBar, WorkItem, _progress_enabled, create_agent,
-                          pending_items, render_prompt, run_items)
+from evals.output import SampleStore, read_records, seed_files, write_json_atomic
+from evals.runner import AgentFactory, Job, render_prompt, run_jobs
 
-__all__ = ["generate", "merge_chunks", "chunk_dir", "main"]
+__all__ = ["generate", "merge_chunks", "chunk_dir", "main", "GENERATE_DEFAULTS"]
 
 _CHUNK_RE = re.compile(r"^chunk-(\d+)-of-(\d+)$")
 MANIFEST = "manifest.json"
+GENERATE_DEFAULTS: dict[str, Any] = {"num_samples": 1, "answer_field": None}
+"""Where harmony-generate's defaults differ from harmony-eval's: one sample per record, no grading."""
 
 
 def chunk_dir(output_dir: str | Path, chunk_id: int, num_chunks: int) -> Path:
@@ -37,94 +39,37 @@ def _chunk_slice(count: int, chunk_id: int, num_chunks: int) -> slice:
     return slice(chunk_id * count // num_chunks, (chunk_id + 1) * count // num_chunks)
 
 
-def generate(
-    input_file: str | Path,
-    output_dir: str | Path,
-    *,
-    prompt_template: str = AIME_PROMPT,
-    id_field: str = "id",
-    answer_field: Optional[str] = None,
-    num_samples: int = 1,
-    seed: int = 0,
-    limit: Optional[int] = None,
-    num_chunks: int = 1,
-    chunk_id: int = 0,
-    model: Optional[str] = None,
-    python: bool = True,
-    reasoning_effort: str = "high",
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    tokens_to_generate: int = 120000,
-    max_code_executions: int = 100,
-    code_timeout: float = 10.0,
-    max_code_output_chars: int = 1000,
-    engine_kwargs: Optional[Mapping[str, Any]] = None,
-    max_concurrent: Optional[int] = None,
-    save_tokens: bool = False,
-    grade_timeout: float = 5.0,
-    agent: Any = None,
-    agent_factory: Optional[Callable[..., Any]] = None,
-    progress: Optional[bool] = None,
-) -> dict[str, Any]:
-    """Generate `num_samples` samples per input record (this chunk's share); resumes what is on disk.
+def generate(input_file: str | Path, output_dir: str | Path, config: Optional[EvalConfig] = None, *,
+             num_chunks: int = 1, chunk_id: int = 0, agent: Any = None, agent_factory: Optional[AgentFactory] = None,
+             **overrides: Any) -> dict[str, Any]:
+    """Generate ``num_samples`` samples per input record (this chunk's share); resumes what is on disk.
 
-    Each output line is the input record plus ``id``, ``prompt``, ``seed`` and the fields harmony-eval
-    writes; with `answer_field` the answer is graded too (``symbolic_correct``). Returns a summary dict.
+    Settings come from `config` and/or keyword `overrides` as for ``run_eval`` (defaults: `GENERATE_DEFAULTS`
+    over `EvalConfig`'s). Each output line is the input record plus ``id``, ``prompt``, ``seed`` and the fields
+    harmony-eval writes; with ``answer_field`` the answer is graded too (``symbolic_correct``). Returns a summary.
     """
     if num_chunks < 1 or not 0 <= chunk_id < num_chunks:
         raise EvalError(f"--chunk-id {chunk_id} with --num-chunks {num_chunks}: need 0 <= chunk-id < num-chunks")
-    if num_samples < 1:
-        raise EvalError("--num-samples must be at least 1")
-    if limit is not None and limit < 1:
-        raise EvalError("--limit must be at least 1")
+    config = EvalConfig.create(config or EvalConfig(**GENERATE_DEFAULTS), output_dir=str(output_dir), **overrides)
     records = normalize_records(read_jsonl_rows(input_file), source=str(input_file), problem_field=None,
-                                answer_field=answer_field, id_field=id_field)
-    if limit is not None:
-        records = records[:limit]
+                                answer_field=config.answer_field, id_field=config.id_field)
+    if config.limit is not None:
+        records = records[:config.limit]
     records = records[_chunk_slice(len(records), chunk_id, num_chunks)]
-    prompts = [render_prompt(prompt_template, r, f"{input_file} record {r['id']!r}") for r in records]
-    seeds = list(range(seed, seed + num_samples))
-
+    records = [{**r, "prompt": render_prompt(config.prompt_template, r, f"{input_file} record {r['id']!r}")}
+               for r in records]
+    seeds = list(range(config.seed, config.seed + config.num_samples))
     folder = Path(output_dir) if num_chunks == 1 else chunk_dir(output_dir, chunk_id, num_chunks)
-    store = SampleStore(folder)
-    settings = AgentSettings(model, python, reasoning_effort, temperature, top_p, tokens_to_generate,
-                             max_code_executions, code_timeout, max_code_output_chars, dict(engine_kwargs or {}),
-                             max_concurrent, logprobs=save_tokens)
-    config = {**settings.sample_config(), "prompt_template": prompt_template}
-    if agent is not None and model is None:
-        config.pop("model")
-    check_run_config(folder, config, write=False)
     manifest = {"input_file": str(Path(input_file).resolve()), "num_chunks": num_chunks, "chunk_id": chunk_id,
                 "seeds": seeds, "ids": [r["id"] for r in records]}
     if num_chunks > 1:
         _check_manifest(folder, manifest)
-
-    owned = agent is None
-    bar: Optional[ProgressBar] = None
-    total = len(records) * len(seeds)
-    items: list[WorkItem] = []
-    try:
-        with_prompts = [{**rec, "prompt": prompt} for rec, prompt in zip(records, prompts)]
-        by_id = {rec["id"]: prompt for rec, prompt in zip(records, prompts)}
-        for s in seeds:
-            items += pending_items(store, s, with_prompts, by_id, "generate")
-        if items:
-            if owned:
-                agent = create_agent(settings, agent_factory)
-            check_run_config(folder, config, write=True)
-            if num_chunks > 1:
-                write_json_atomic(folder / MANIFEST, manifest)
-            bar = ProgressBar(_progress_enabled(progress), f"generate {folder.name}", total, total - len(items))
-            run_items(items, agent, save_tokens=save_tokens, grade_timeout=grade_timeout, progress=bar)
-        elif num_chunks > 1 and not (folder / MANIFEST).exists():
+        if not (folder / MANIFEST).exists():
             write_json_atomic(folder / MANIFEST, manifest)
-    finally:
-        if bar is not None:
-            bar.close()
-        store.close()
-        if owned and agent is not None and hasattr(agent, "close"):
-            agent.close()
-    return {"output_dir": str(folder), "records": len(records), "samples": total, "generated": len(items)}
+    job = Job(f"generate {folder.name}", SampleStore(folder), records, {r["id"]: r["prompt"] for r in records}, seeds)
+    generated = run_jobs([job], config, title=job.label, agent=agent, agent_factory=agent_factory)
+    return {"output_dir": str(folder), "records": len(records), "samples": len(records) * len(seeds),
+            "generated": generated}
 
 
 def _check_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
@@ -167,10 +112,11 @@ def merge_chunks(output_dir: str | Path, *, allow_incomplete: bool = False) -> d
     problems: list[str] = []
     per_seed: dict[int, list[dict]] = {}
     for cid in range(num_chunks):
-        d = chunks.get(cid)
-        if d is None or not (d / MANIFEST).exists():
+        found_dir = chunks.get(cid)
+        if found_dir is None or not (found_dir / MANIFEST).exists():
             problems.append(f"chunk {cid} not started")
             continue
+        d = found_dir
         man = _read_manifest(d / MANIFEST)
         missing = 0
         for s in man["seeds"]:
@@ -206,9 +152,11 @@ def _write_jsonl_atomic(path: Path, records: Sequence[Mapping[str, Any]]) -> Non
     os.replace(tmp, path)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="harmony-generate", description="Generate samples (synthetic data) for a JSONL input; "
-                "resumable. `harmony-generate merge DIR` joins --num-chunks outputs.")
+def build_parser() -> Parser:
+    p = Parser(prog="harmony-generate", epilog="subcommands:\n  harmony-generate merge DIR [--allow-incomplete]   "
+               "join the chunks of --num-chunks runs into DIR/output-rs<seed>.jsonl\n",
+               description="Generate samples (synthetic data) for a JSONL input with the harmony-eval agent; "
+               "resumable. Everything but the final summary line goes to stderr.")
     p.add_argument("--input-file", required=True, help="JSONL, one record per line")
     p.add_argument("--output-dir", required=True)
     tg = p.add_mutually_exclusive_group()
@@ -217,30 +165,33 @@ def build_parser() -> argparse.ArgumentParser:
     tg.add_argument("--prompt-template-file", help="read the template from this file")
     p.add_argument("--id-field", default="id", help="unique id field (missing: the line's position)")
     p.add_argument("--answer-field", help="grade against this field (adds symbolic_correct)")
-    p.add_argument("--num-samples", type=int, default=1, help="samples per record (seeds SEED..SEED+N-1)")
-    p.add_argument("--num-chunks", type=int, default=1, help="split the input into N contiguous chunks")
-    p.add_argument("--chunk-id", type=int, default=0, help="which chunk this process does (0..N-1)")
-    add_agent_arguments(p)
+    p.add_argument("--num-samples", type=at_least(1), default=GENERATE_DEFAULTS["num_samples"],
+                   help="samples per record (seeds SEED..SEED+N-1)")
+    p.add_argument("--num-chunks", type=at_least(1), default=1, help="split the input into N contiguous chunks")
+    p.add_argument("--chunk-id", type=at_least(0), default=0, help="which chunk this process does (0..N-1)")
+    add_run_arguments(p)
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None, agent_factory: Optional[Callable[..., Any]] = None) -> int:
     """Entry point of ``harmony-generate``; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    console = argv is None
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    setup_console("harmony-generate", verbose="--verbose" in args_list)
 
     def body() -> int:
-        if argv[:1] == ["merge"]:
-            mp = _Parser(prog="harmony-generate merge", description="Join finished chunks.")
+        if args_list[:1] == ["merge"]:
+            mp = Parser(prog="harmony-generate merge", description="Join finished chunks in input order.")
             mp.add_argument("output_dir")
             mp.add_argument("--allow-incomplete", action="store_true", help="merge what is there")
-            a = mp.parse_args(argv[1:])
+            a = mp.parse_args(args_list[1:])
             info = merge_chunks(a.output_dir, allow_incomplete=a.allow_incomplete)
             print(f"merged {info['num_chunks']} chunks: {info['samples']} samples into "
                   f"{a.output_dir}/output-rs{{{','.join(map(str, info['seeds']))}}}.jsonl")
             for note in info["incomplete"]:
-                print(f"warning: {note}", file=sys.stderr)
+                print(f"harmony-generate: warning: {note}", file=sys.stderr)
             return 0
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(args_list)
         template = args.prompt_template
         if args.prompt_template_file:
             try:
@@ -248,14 +199,15 @@ def main(argv: Optional[Sequence[str]] = None, agent_factory: Optional[Callable[
             except OSError as e:
                 raise EvalError(f"cannot read --prompt-template-file {args.prompt_template_file!r}: "
                                 f"{e.strerror}") from None
-        info = generate(args.input_file, args.output_dir, prompt_template=template or AIME_PROMPT,
-                        id_field=args.id_field, answer_field=args.answer_field, num_samples=args.num_samples,
-                        num_chunks=args.num_chunks, chunk_id=args.chunk_id, agent_factory=agent_factory,
-                        **agent_options(args))
+        config = config_from_args(args, output_dir=args.output_dir, prompt_template=template or AIME_PROMPT,
+                                  id_field=args.id_field, answer_field=args.answer_field,
+                                  num_samples=args.num_samples)
+        info = generate(args.input_file, args.output_dir, config, num_chunks=args.num_chunks,
+                        chunk_id=args.chunk_id, agent_factory=agent_factory)
         print(f"{info['samples']} samples ({info['generated']} generated now) in {info['output_dir']}")
         return 0
 
-    return run_cli("harmony-generate", body)
+    return run_cli("harmony-generate", body, quiet_exit=console)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,26 @@
-"""Published metrics from per-sample records: pass@1[avg-of-k], majority@k, pass@k, no_answer, tokens, time.
+"""The published metrics, with NeMo-Skills' semantics, from per-sample records.
 
-Records are dicts with ``id``, ``seed``, ``predicted_answer``, ``symbolic_correct``, ``num_generated_tokens``,
-``generation_start_time``, ``generation_end_time`` (the output lines). Per problem the samples are ordered
-by seed; "the first k" are the k lowest seeds. n is the smallest number of samples any problem has, so an
-unfinished run is scored on a common footing (pass@k uses those n samples). Percentages are 0-100.
+Records are the output lines: ``id``, ``seed``, ``predicted_answer``, ``symbolic_correct``,
+``num_generated_tokens``, ``generation_start_time``, ``generation_end_time``. Every problem must have the same
+number n of samples (`evals.summarize` picks the complete seeds and says so when some are not). A problem's
+samples are ordered as NeMo-Skills reads them: by the sorted names of the ``output-rs<seed>.jsonl`` files
+(``rs0, rs1, rs10, rs11, ..., rs2``), so "the first k samples" of every row below are the ones it uses.
 
-no_answer: for pass@1 rows the share of samples without an extracted answer; for majority@k the share of
-problems whose first k samples all lack one; for pass@k the (unbiased) chance that k samples drawn from the
-n all lack one, C(m,k)/C(n,k) with m answerless samples, which is the same share of problems when k = n.
+For each k, over the problems (percentages are 0-100):
+
+- ``pass@k``: the unbiased 1 - C(n-c, k) / C(n, k) with c correct of n; so ``pass@1`` is correct/total over all
+  samples. Its ``no_answer``: share of problems whose first k samples all lack an answer.
+- ``pass@1[avg-of-k]`` (k >= 2): mean correctness of the first k samples, ``no_answer`` the mean share of
+  answerless ones, and ``symbolic_correct_statistics``: ``avg`` (the same mean, as a fraction),
+  ``std_dev_across_runs`` (sample std of the k per-run accuracies, run j being every problem's j-th sample),
+  ``std_err_across_runs`` (that / sqrt(k)) and ``avg_sample_std_dev`` (mean over problems of the sample std of
+  its k scores), all fractions.
+- ``majority@k`` (k >= 2): the score of the most frequent answer among the first k (no answer ignored; a
+  problem without any answer scores 0); tied answers score the mean correctness of the tied answers.
+  ``no_answer`` as for ``pass@k``. Answers are grouped by their normalized form (``204`` and ``0204`` are one
+  answer) unless ``majority="raw"``: then by the raw string, as NeMo-Skills does.
+- every row: ``num_entries`` (problems), ``avg_tokens`` (mean generated tokens over all n samples, truncated),
+  ``gen_seconds`` (latest end - earliest start over the samples, truncated).
 """
 from __future__ import annotations
 
@@ -18,20 +31,15 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from evals.grading import normalize_answer
 
-__all__ = ["ks_for", "pass_at_k", "no_answer_at_k", "majority_at_k", "group_samples", "compute_metrics"]
+__all__ = ["MAJORITY_MODES", "pass_at_k", "majority_at_k", "group_samples", "seed_order", "compute_metrics",
+           "published_modes"]
+
+MAJORITY_MODES = ("normalized", "raw")
 
 
-def ks_for(n: int) -> list[int]:
-    """The k values reported for n samples: powers of two up to n, plus n itself."""
-    if n < 1:
-        return []
-    ks, k = [], 1
-    while k <= n:
-        ks.append(k)
-        k *= 2
-    if ks[-1] != n:
-        ks.append(n)
-    return ks
+def seed_order(seed: int) -> str:
+    """Sort key putting seeds in NeMo-Skills' reading order (its sorted ``output-rs<seed>.jsonl`` names)."""
+    return f"output-rs{int(seed)}.jsonl"
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -43,23 +51,18 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def no_answer_at_k(n: int, m: int, k: int) -> float:
-    """Chance that k samples drawn from n, m of them answerless, are all answerless: C(m, k) / C(n, k)."""
-    if not 0 < k <= n or not 0 <= m <= n:
-        raise ValueError(f"no_answer_at_k needs 0 < k <= n and 0 <= m <= n, got n={n} m={m} k={k}")
-    return math.comb(m, k) / math.comb(n, k)
-
-
-def majority_at_k(answers: Sequence[Optional[str]], correct: Sequence[bool], k: int) -> float:
-    """Score of the most frequent answer among the first k (None ignored; answers compared normalized).
-
-    Tied answers earn the mean correctness of the tied answers; all-None scores 0.
-    """
-    groups: dict[str, list[bool]] = defaultdict(list)
+def majority_at_k(answers: Sequence[Optional[str]], correct: Sequence[bool], k: int,
+                  majority: str = "normalized") -> float:
+    """Score of the most frequent answer among the first k (None ignored); ties: mean of the tied answers'
+    correctness; no answer at all: 0. ``majority="raw"`` groups (raw answer, correctness) pairs as NeMo-Skills."""
+    if majority not in MAJORITY_MODES:
+        raise ValueError(f"majority must be one of {', '.join(MAJORITY_MODES)}, got {majority!r}")
+    groups: dict[Any, list[bool]] = defaultdict(list)
     for answer, ok in zip(answers[:k], correct[:k]):
-        key = normalize_answer(answer) if answer is not None else ""
-        if key:
-            groups[key].append(bool(ok))
+        if answer is None:
+            continue
+        key = (answer, bool(ok)) if majority == "raw" else normalize_answer(answer)
+        groups[key].append(bool(ok))
     if not groups:
         return 0.0
     top = max(len(v) for v in groups.values())
@@ -68,77 +71,82 @@ def majority_at_k(answers: Sequence[Optional[str]], correct: Sequence[bool], k: 
 
 
 def group_samples(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
-    """``{problem id: samples ordered by seed}``."""
+    """``{problem id: its samples in NeMo-Skills' file order}``, problems in order of first appearance."""
     by_id: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for rec in records:
         by_id[str(rec["id"])].append(rec)
-    return {pid: sorted(samples, key=lambda r: int(r.get("seed", 0))) for pid, samples in by_id.items()}
+    return {pid: sorted(samples, key=lambda r: seed_order(r.get("seed", 0))) for pid, samples in by_id.items()}
 
 
-def _answer(rec: Mapping[str, Any]) -> Optional[str]:
-    a = rec.get("predicted_answer")
-    return None if a is None or not str(a).strip() else str(a)
+def _std(values: Sequence[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _tokens(samples: Iterable[Mapping[str, Any]]) -> list[float]:
-    return [float(r.get("num_generated_tokens") or 0) for r in samples]
+def _gen_seconds(records: Iterable[Mapping[str, Any]]) -> int:
+    starts, ends = [], []
+    for r in records:
+        if r.get("generation_start_time") is not None:
+            starts.append(float(r["generation_start_time"]))
+        if r.get("generation_end_time") is not None:
+            ends.append(float(r["generation_end_time"]))
+    return int(max(ends) - min(starts)) if starts and ends else 0
 
 
-def _gen_seconds(records: Sequence[Mapping[str, Any]]) -> int:
-    starts = [float(r["generation_start_time"]) for r in records if r.get("generation_start_time") is not None]
-    ends = [float(r["generation_end_time"]) for r in records if r.get("generation_end_time") is not None]
-    if not starts or not ends:
-        return 0
-    return int(round(max(0.0, max(ends) - min(starts))))
-
-
-def _row(num_entries: int, tokens: list[float], gen_seconds: int, correct: float, no_answer: float) -> dict:
-    return {
-        "num_entries": num_entries,
-        "avg_tokens": int(round(sum(tokens) / len(tokens))) if tokens else 0,
-        "gen_seconds": gen_seconds,
-        "symbolic_correct": 100.0 * correct,
-        "no_answer": 100.0 * no_answer,
-    }
-
-
-def compute_metrics(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """``{mode: {"num_entries", "avg_tokens", "gen_seconds", "symbolic_correct", "no_answer", ...}}``.
-
-    Modes, in order: ``pass@1``, then for each k > 1 of `ks_for(n)`: ``pass@1[avg-of-k]``, ``majority@k``,
-    ``pass@k``. ``pass@1[avg-of-k]`` also carries ``symbolic_correct_std_across_runs`` (sample standard
-    deviation, in points, of the accuracy of each of the k runs, run j being every problem's j-th sample)
-    and ``num_runs``. avg_tokens counts model-generated tokens only; gen_seconds is the wall-clock span
-    (latest end - earliest start) over all the benchmark's samples.
-    """
-    records = list(records)
+def compute_metrics(records: Iterable[Mapping[str, Any]], majority: str = "normalized") -> dict[str, dict[str, Any]]:
+    """``{mode: row}`` for every k from 1 to n: ``pass@1``, then per k >= 2 ``pass@1[avg-of-k]``,
+    ``majority@k``, ``pass@k`` (see the module docstring). Raises ValueError when problems have unequal
+    numbers of samples."""
     problems = group_samples(records)
     if not problems:
         return {}
-    n = min(len(s) for s in problems.values())
-    samples = {pid: s[:n] for pid, s in problems.items()}
-    num = len(samples)
-    span = _gen_seconds(records)
-    correct = {pid: [bool(r.get("symbolic_correct")) for r in s] for pid, s in samples.items()}
-    answers = {pid: [_answer(r) for r in s] for pid, s in samples.items()}
+    counts = sorted({len(s) for s in problems.values()})
+    if len(counts) > 1:
+        raise ValueError(f"problems have unequal numbers of samples ({', '.join(map(str, counts))}); score the "
+                         "complete seeds only (evals.summarize does)")
+    n = counts[0]
+    num = len(problems)
+    samples = list(problems.values())
+    correct = [[bool(r.get("symbolic_correct")) for r in s] for s in samples]
+    answers = [[None if r.get("predicted_answer") is None else str(r["predicted_answer"]) for r in s]
+               for s in samples]
+    common = {
+        "num_entries": num,
+        "avg_tokens": int(sum(sum(float(r.get("num_generated_tokens") or 0) for r in s) / n for s in samples) / num),
+        "gen_seconds": _gen_seconds(r for s in samples for r in s),
+    }
 
-    modes: dict[str, dict[str, Any]] = {}
-    for k in ks_for(n):
-        first_k = [r for s in samples.values() for r in s[:k]]
-        avg_correct = sum(sum(c[:k]) / k for c in correct.values()) / num
-        no_ans = sum(sum(a is None for a in ans[:k]) / k for ans in answers.values()) / num
-        if k == 1:
-            modes["pass@1"] = _row(num, _tokens(first_k), span, avg_correct, no_ans)
-            continue
-        row = _row(num, _tokens(first_k), span, avg_correct, no_ans)
-        per_run = [sum(correct[pid][j] for pid in samples) / num for j in range(k)]
-        row["symbolic_correct_std_across_runs"] = 100.0 * statistics.stdev(per_run)
-        row["num_runs"] = k
-        modes[f"pass@1[avg-of-{k}]"] = row
-        maj = sum(majority_at_k(answers[pid], correct[pid], k) for pid in samples) / num
-        maj_none = sum(all(a is None for a in answers[pid][:k]) for pid in samples) / num
-        modes[f"majority@{k}"] = _row(num, _tokens(first_k), span, maj, maj_none)
-        pk = sum(pass_at_k(n, sum(correct[pid]), k) for pid in samples) / num
-        pk_none = sum(no_answer_at_k(n, sum(a is None for a in answers[pid]), k) for pid in samples) / num
-        modes[f"pass@{k}"] = _row(num, _tokens(r for s in samples.values() for r in s), span, pk, pk_none)
+    def row(score: float, no_answer: float) -> dict[str, Any]:
+        return {**common, "symbolic_correct": 100.0 * score / num, "no_answer": 100.0 * no_answer / num}
+
+    def all_none(k: int) -> float:
+        return sum(all(a is None for a in ans[:k]) for ans in answers)
+
+    modes: dict[str, dict[str, Any]] = {
+        "pass@1": row(sum(pass_at_k(n, sum(c), 1) for c in correct), all_none(1)),
+    }
+    for k in range(2, n + 1):
+        avg = row(sum(sum(c[:k]) / k for c in correct), sum(sum(a is None for a in ans[:k]) / k for ans in answers))
+        runs = [sum(c[j] for c in correct) / num for j in range(k)]
+        std = _std(runs)
+        avg["symbolic_correct_statistics"] = {
+            "avg": sum(sum(c[:k]) / k for c in correct) / num,
+            "std_dev_across_runs": std,
+            "avg_sample_std_dev": sum(_std([float(x) for x in c[:k]]) for c in correct) / num,
+            "std_err_across_runs": std / math.sqrt(k),
+        }
+        modes[f"pass@1[avg-of-{k}]"] = avg
+        modes[f"majority@{k}"] = row(sum(majority_at_k(a, c, k, majority) for a, c in zip(answers, correct)),
+                                     all_none(k))
+        modes[f"pass@{k}"] = row(sum(pass_at_k(n, sum(c), k) for c in correct), all_none(k))
     return modes
+
+
+def published_modes(modes: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """The rows of the published table: ``pass@1[avg-of-n]``, ``majority@n`` and ``pass@n`` for the largest n
+    (``pass@1`` alone for one sample)."""
+    ks = [int(m.split("@")[1]) for m in modes if m.startswith("majority@")]
+    if not ks:
+        return dict(modes)
+    k = max(ks)
+    wanted = (f"pass@1[avg-of-{k}]", f"majority@{k}", f"pass@{k}")
+    return {m: modes[m] for m in wanted if m in modes}

@@ -1,56 +1,86 @@
 """Resumable JSONL output: one line per finished sample, appended, flushed and fsynced as it finishes.
 
-A file is only ever appended to. A line counts once it ends with a newline: a kill in the middle of a
-write leaves a torn last line, which readers ignore and writers cut off before appending again, so a
-finished sample is never lost and never written twice. Each writer holds an exclusive lock on its file
-so two runs cannot interleave in one file (the lock dies with its process, even on SIGKILL).
+While a seed's file is being filled it is only appended to, in finish order. A line counts once it ends with
+a newline: a kill in the middle of a write leaves a torn last line, which readers ignore and writers cut off
+before appending again, so a finished sample is never lost and never written twice. Once the file holds every
+problem it is rewritten in input order (a new file, fsynced, renamed over the old one: a kill leaves either
+file whole), because NeMo-Skills pairs the samples of the ``output-rs*.jsonl`` files by line number. Each
+writer holds an exclusive lock on its file so two runs cannot interleave in one file (the lock dies with its
+process, even on SIGKILL).
 """
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
-import sys
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from evals.errors import EvalError
 
 __all__ = ["read_records", "JsonlAppender", "SampleStore", "check_run_config", "write_json_atomic", "seed_files"]
 
 _SEED_FILE_RE = re.compile(r"^output-rs(\d+)\.jsonl$")
+logger = logging.getLogger(__name__)
 
 
-def _scan(path: Path) -> tuple[list[dict], int, Optional[str]]:
-    """Parse `path`: (records, byte length of the good prefix, description of a torn tail or None)."""
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_tmp(path: Path) -> None:
+    """Delete temporary files a killed rewrite of `path` left behind (a live rewrite holds a lock on its own)."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        finally:
+            os.close(fd)
+        tmp.unlink(missing_ok=True)
+
+
+def _scan(path: Path) -> tuple[list[tuple[dict, bytes]], int, Optional[str]]:
+    """Parse `path`: ([(record, its line's bytes)], byte length of the good prefix, torn-tail note or None)."""
     data = path.read_bytes()
-    records: list[dict] = []
+    entries: list[tuple[dict, bytes]] = []
     good = 0
     pos = 0
     lineno = 0
     while pos < len(data):
         lineno += 1
         nl = data.find(b"\n", pos)
-        end = len(data) if nl < 0 else nl
-        raw = data[pos:end]
-        is_last = nl < 0 or nl == len(data) - 1
         if nl < 0:
-            return records, good, f"line {lineno} has no newline (torn write)"
+            return entries, good, f"line {lineno} has no newline (torn write)"
+        raw = data[pos:nl]
         if raw.strip():
             try:
                 rec = json.loads(raw)
                 if not isinstance(rec, dict):
                     raise ValueError("not a JSON object")
             except ValueError as e:
-                if is_last:
-                    return records, good, f"line {lineno} is not valid JSON (torn write)"
+                if nl == len(data) - 1:
+                    return entries, good, f"line {lineno} is not valid JSON (torn write)"
                 raise EvalError(f"{path}:{lineno}: corrupt output line ({e}); delete that line and run again "
                                 "(its sample will be redone)") from None
-            records.append(rec)
+            entries.append((rec, raw + b"\n"))
         pos = nl + 1
         good = pos
-    return records, good, None
+    return entries, good, None
 
 
 def read_records(path: str | os.PathLike) -> list[dict]:
@@ -58,7 +88,7 @@ def read_records(path: str | os.PathLike) -> list[dict]:
     p = Path(path)
     if not p.exists():
         return []
-    return _scan(p)[0]
+    return [rec for rec, _raw in _scan(p)[0]]
 
 
 class JsonlAppender:
@@ -74,11 +104,12 @@ class JsonlAppender:
             os.close(self._fd)
             raise EvalError(f"{self.path} is being written by another running process; wait for it or use "
                             "another --output-dir") from None
+        _remove_stale_tmp(self.path)
         _records, good, torn = _scan(self.path)
         if torn is not None:
             os.ftruncate(self._fd, good)
             os.fsync(self._fd)
-            print(f"note: {self.path}: {torn}; cut it off, that sample will be redone", file=sys.stderr)
+            logger.warning("%s: %s; cut it off, that sample will be redone", self.path, torn)
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Write one record as one line; returns once it is on disk."""
@@ -88,6 +119,27 @@ class JsonlAppender:
             written = os.write(self._fd, view)
             view = view[written:]
         os.fsync(self._fd)
+
+    def rewrite(self, lines: Sequence[bytes]) -> None:
+        """Replace the file's content by `lines` (each ending with a newline) atomically: a new locked file is
+        written, fsynced and renamed over this one; appends then go to the new file."""
+        tmp = _tmp_path(self.path)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            for line in lines:
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view):]
+            os.fsync(fd)
+            os.replace(tmp, self.path)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.path.parent)
+        old, self._fd = self._fd, fd
+        os.close(old)
 
     def close(self) -> None:
         """Release the file (and its lock); a file left empty, e.g. by a run that failed to start, is removed."""
@@ -161,17 +213,48 @@ class SampleStore:
     def append(self, seed: int, record: Mapping[str, Any]) -> None:
         self.open(seed).append(record)
 
+    def put_in_order(self, seed: int, ids: Sequence[str]) -> bool:
+        """When the seed's file holds every id of `ids`, make its lines follow `ids` (lines of other ids after
+        them, as they were), rewriting it atomically if needed. Returns whether the file is complete.
+
+        A file with a repeated id (e.g. a hand merge) is left as it is, with a warning: nothing is dropped."""
+        path = self.path(seed)
+        if not path.exists():
+            return not ids
+        if _starts_with(path, ids):
+            return True
+        if not set(ids) <= self.done_ids(seed):
+            return False
+        writer = self.open(seed)  # the lock: nobody appends while the lines move
+        entries = _scan(path)[0]
+        rank = {rid: i for i, rid in enumerate(ids)}
+        file_ids = [str(rec.get("id")) for rec, _raw in entries]
+        if len(set(file_ids)) != len(file_ids):
+            logger.warning("%s repeats an id; left in its order (NeMo-Skills pairs lines by number)", path)
+            return True
+        order = sorted(range(len(entries)), key=lambda i: (rank.get(file_ids[i], len(rank)), i))
+        if order != list(range(len(entries))):
+            writer.rewrite([entries[i][1] for i in order])
+        return True
+
+
     def close(self) -> None:
         for w in self._writers.values():
             w.close()
         self._writers.clear()
 
 
+def _starts_with(path: Path, ids: Sequence[str]) -> bool:
+    """Whether the file's lines start with exactly `ids`, in that order, and no id repeats."""
+    file_ids = [str(r.get("id")) for r in read_records(path)]
+    return file_ids[:len(ids)] == list(ids) and len(set(file_ids)) == len(file_ids)
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON through a temporary file and rename, so readers never see half a file."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    tmp = _tmp_path(p)
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2, ensure_ascii=False)
         f.write("\n")

@@ -88,3 +88,19 @@ class Result:
     @property
     def seconds(self) -> float:
         return self.finished_at - self.started_at
+
+    # Display (harmony_agent.render): readable text for print(), a rich view, and a short repr without token ids.
+    def __str__(self) -> str:
+        from .render import render_text
+
+        return render_text(self)
+
+    def __rich__(self):
+        from .render import render_rich
+
+        return render_rich(self)
+
+    def __repr__(self) -> str:
+        from .render import short_repr
+
+        return short_repr(self)

@@ -1,7 +1,9 @@
-"""A fake `harmony_agent.Agent` for the evals tests (duck-typed: ``.stream(tasks)`` -> ``(task, result)``).
+"""A fake `harmony_agent.Agent` for the evals tests: ``.stream(tasks)`` -> ``(task, Result)``.
 
-It answers AIME problems from the shared data: mostly right, sometimes wrong, sometimes without a box,
-deterministically per (problem, seed), yielding in a shuffled (not submission) order. Run as a module it is
+The results are real ``harmony_agent.Result`` objects (real token ``Trajectory``, Harmony messages parsed from
+those tokens, ``ToolCallRecord``s), made without a model. It answers AIME problems from the shared data: mostly
+right, sometimes wrong, sometimes without a box, deterministically per (problem, seed), yielding in a shuffled
+(not submission) order. Run as a module it is
 the harmony-eval / harmony-generate CLI with this agent (for subprocess tests):
 ``python -m tests.evals_fake_agent eval|generate ARGS...`` (env FAKE_DELAY seconds per sample, FAKE_LOG a
 file that gets one line per task received).
@@ -38,31 +40,43 @@ def outcome(problem: str, seed: int) -> str:
     return "wrong" if h in (0, 1) else "none" if h == 2 else "right"
 
 
-@dataclass
-class FakeTrajectory:
-    prompt_ids: list[int]
-    response_ids: list[int]
+def _model_segment(markup: str) -> list[int]:
+    """Tokens the model would sample for `markup` (Harmony special tokens written out)."""
+    from harmony_agent.encoding import get_encoding
 
-    def to_rl(self) -> dict[str, Any]:
-        return {"prompt_ids": self.prompt_ids, "response_ids": self.response_ids,
-                "response_mask": [1] * len(self.response_ids), "response_logprobs": [-0.5] * len(self.response_ids)}
+    return list(get_encoding().encode(markup, allowed_special="all"))
 
 
-@dataclass
-class FakeResult:
-    problem: str
-    seed: int
-    final_text: str
-    answer: Optional[str]
-    messages: list[Any]
-    tool_calls: list[Any]
-    trajectory: Any
-    finish_reason: str
-    num_model_tokens: int
-    num_tool_tokens: int
-    started_at: float
-    finished_at: float
-    error: Optional[str] = None
+def fake_result(problem: str, seed: int, final: str, calls: list[tuple[str, str, str, float]],
+                finish_reason: str = "final", padding: int = 0):
+    """A real ``harmony_agent.Result`` built the way the scheduler builds one: the prompt rendered to tokens, each
+    python call sampled (``<|call|>``) then answered by a rendered tool message, then the final message; the
+    messages parsed from those tokens. `calls` are (code, output, status, seconds); `padding` adds analysis
+    tokens so that token counts differ between samples."""
+    from harmony_agent import PromptConfig, Result, ToolCallRecord, Trajectory
+    from harmony_agent import tool_messages as tm
+    from harmony_agent.parsing import parse_completion
+    from harmony_agent.prompt import render_prompt
+
+    trajectory = Trajectory.from_prompt(render_prompt(problem, PromptConfig(conversation_start_date="2025-01-01")))
+    messages, records = [], []
+    thinking = "Let me think. " + "step " * padding
+    for i, (code, output, status, seconds) in enumerate(calls):
+        prefix = f"<|channel|>analysis<|message|>{thinking}<|end|><|start|>assistant" if i == 0 else ""
+        ids = _model_segment(f"{prefix}<|channel|>analysis to=python code<|message|>{code}<|call|>")
+        trajectory.append_model(ids, [-0.5] * len(ids))
+        messages += parse_completion(ids).messages
+        reply = tm.tool_message("python", output, "analysis")
+        trajectory.append_tool(tm.render_reply(reply))
+        messages.append(reply)
+        records.append(ToolCallRecord(code=code, output=output, status=status, seconds=seconds, state_lost=False))
+    end = "<|return|>" if finish_reason == "final" else ""
+    ids = _model_segment(f"<|channel|>final<|message|>{final}{end}")
+    trajectory.append_model(ids, [-0.25] * len(ids))
+    messages += parse_completion(ids).messages
+    now = time.time()
+    return Result(problem=problem, seed=seed, trajectory=trajectory, messages=messages, tool_calls=records,
+                  finish_reason=finish_reason, started_at=now - 1.0, finished_at=now)
 
 
 @dataclass
@@ -78,7 +92,7 @@ class FakeAgent:
     def __post_init__(self) -> None:
         self.answers = _answers()
 
-    def result_for(self, task: Any) -> FakeResult:
+    def result_for(self, task: Any):
         problem = task.problem.split("\nPlease reason step by step")[0]
         truth = self.answers.get(problem)
         m = re.search(r"ANSWER=(\S+)", task.problem)  # generate tests put the answer in the prompt
@@ -86,23 +100,10 @@ class FakeAgent:
         kind = outcome(problem, task.seed)
         said = {"right": truth, "wrong": str(int(truth) + 1) if truth.isdigit() else truth + "1", "none": None}[kind]
         final = f"The answer is $\\boxed{{{said}}}$." if said is not None else "I could not finish."
-        messages = [
-            {"role": "user", "content": [{"type": "text", "text": task.problem}]},
-            {"role": "assistant", "channel": "analysis", "recipient": "python",
-             "content": [{"type": "text", "text": "Try \\boxed{999} first. print(1)" if said else "print(1)"}]},
-            {"role": "tool", "name": "python", "recipient": "assistant", "channel": "analysis",
-             "content": [{"type": "text", "text": "1"}]},
-            {"role": "assistant", "channel": "final", "content": [{"type": "text", "text": final}]},
-        ]
-        now = time.time()
-        tokens = 100 + (zlib.crc32(problem.encode()) + task.seed) % 50
-        return FakeResult(
-            problem=task.problem, seed=task.seed, final_text=final, answer=said, messages=messages,
-            tool_calls=[{"status": "ok", "seconds": 0.25}, {"status": "timeout", "seconds": 10.0}],
-            trajectory=FakeTrajectory([1, 2, 3], list(range(tokens))),
-            finish_reason="final" if said is not None else "length",
-            num_model_tokens=tokens, num_tool_tokens=7, started_at=now - 1.0, finished_at=now,
-        )
+        calls = [("print(1)", "1\n", "ok", 0.25), ("while True: pass", "Execution timed out after 10.0 seconds",
+                                                   "timeout", 10.0)]
+        return fake_result(task.problem, task.seed, final, calls, "final" if said is not None else "length",
+                           padding=(zlib.crc32(problem.encode()) + task.seed) % 50)
 
     def stream(self, tasks: Any):
         tasks = list(tasks)
@@ -127,11 +128,23 @@ class FakeFactory:
         self.options = agent_options
         self.agents: list[FakeAgent] = []
         self.calls: list[dict[str, Any]] = []
+        self.raw_calls: list[dict[str, Any]] = []
 
     def __call__(self, **kwargs: Any) -> FakeAgent:
-        self.calls.append(kwargs)
+        from dataclasses import asdict
+
+        from harmony_agent import LoopConfig, PromptConfig, Sampling
+
         agent = FakeAgent(kwargs=kwargs, **self.options)
         self.agents.append(agent)
+        if not kwargs:  # made by hand for run_eval(agent=...)
+            return agent
+        self.raw_calls.append(kwargs)
+        assert isinstance(kwargs["prompt"], PromptConfig) and isinstance(kwargs["sampling"], Sampling)
+        assert isinstance(kwargs["loop"], LoopConfig)
+        # flattened for the tests: every knob by its name in harmony_agent.config
+        self.calls.append({"model": kwargs["model"], "engine_kwargs": kwargs["engine_kwargs"],
+                           **asdict(kwargs["prompt"]), **asdict(kwargs["sampling"]), **asdict(kwargs["loop"])})
         return agent
 
     @property

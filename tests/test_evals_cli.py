@@ -8,21 +8,23 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
 
 from evals.cli import main
+from evals.evaluate import run_eval
 from evals.metrics import compute_metrics
 from evals.output import read_records
-from evals.runner import run_eval
 
 from .evals_fake_agent import FakeFactory, outcome
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = {"id", "problem", "answer", "expected_answer", "seed", "generation", "predicted_answer", "symbolic_correct",
           "num_generated_tokens", "num_tool_tokens", "code_rounds_executed", "num_code_timeouts",
-          "code_execution_time", "finish_reason", "generation_start_time", "generation_end_time", "error"}
+          "code_execution_time", "finish_reason", "generation_start_time", "generation_end_time", "error", "messages",
+          "tool_calls"}
 
 
 def run(argv, factory=None, capsys=None):
@@ -49,7 +51,8 @@ def test_end_to_end_files_metrics_and_one_stream(tmp_path, capsys):
     kw = f.calls[0]
     assert (kw["model"], kw["python"], kw["reasoning_effort"], kw["temperature"], kw["top_p"], kw["max_tokens"],
             kw["max_tool_calls"], kw["tool_timeout"], kw["max_output_chars"], kw["engine_kwargs"]) == \
-        ("fake/model", True, "high", 1.0, 1.0, 120000, 100, 10.0, 1000, {})
+        ("fake/model", True, "high", 1.0, 1.0, 120000, 100, 10.0, 1000,
+         {"disable_log_stats": False, "use_tqdm_on_load": False})
     assert kw["logprobs"] is False  # not saved, so not asked of the engine
     res = tmp_path / "eval-results"
     for bench, n in (("aime24", 4), ("aime25", 2)):
@@ -64,7 +67,18 @@ def test_end_to_end_files_metrics_and_one_stream(tmp_path, capsys):
                 assert r["symbolic_correct"] == (kind == "right")
                 assert (r["predicted_answer"] is None) == (kind == "none")
                 assert r["code_rounds_executed"] == 2 and r["num_code_timeouts"] == 1
-                assert r["code_execution_time"] == 10.25 and r["num_tool_tokens"] == 7
+                assert r["code_execution_time"] == 10.25 and r["num_tool_tokens"] > 0
+                assert [t["status"] for t in r["tool_calls"]] == ["ok", "timeout"]
+                # the conversation as parsed messages beside the raw generation
+                shape = [(m["role"], m["channel"], m["recipient"]) for m in r["messages"]]
+                assert shape == [("user", None, None), ("assistant", "analysis", None),
+                                 ("assistant", "analysis", "python"), ("tool", "analysis", "assistant"),
+                                 ("assistant", "analysis", "python"), ("tool", "analysis", "assistant"),
+                                 ("assistant", "final", None)]
+                assert r["messages"][0]["text"] == r["problem"] + "\nPlease reason step by step, and put your final " \
+                    "answer within \\boxed{}."
+                assert r["messages"][2]["text"] == "print(1)" and r["messages"][3]["text"] == "1\n"
+                assert r["messages"][3]["name"] == "python"
                 assert r["generation_end_time"] >= r["generation_start_time"]
                 assert "<|channel|>final<|message|>" in r["generation"]
         metrics = json.loads((res / bench / "metrics.json").read_text())
@@ -132,13 +146,18 @@ def test_flags_reach_the_agent(tmp_path, capsys):
                                                                                  200)
     assert kw["max_concurrent"] == 32
     assert kw["logprobs"] is True  # --save-tokens keeps them
-    assert kw["engine_kwargs"] == {"tensor_parallel_size": 2, "max_model_len": 4096, "gpu_memory_utilization": 0.8,
+    assert kw["engine_kwargs"] == {"disable_log_stats": False, "use_tqdm_on_load": False, "tensor_parallel_size": 2,
+                                   "max_model_len": 4096,
+                                   "gpu_memory_utilization": 0.8,
                                    "enforce_eager": True, "kv_cache_memory_bytes": 256 << 20,
                                    "distributed_executor_backend": "ray", "max_num_seqs": 64}
     [r] = lines(tmp_path / "eval-results/aime24/output-rs7.jsonl")  # seed 7 -> output-rs7
     assert r["seed"] == 7
     assert set(r["tokens"]) == {"prompt_ids", "response_ids", "response_mask", "response_logprobs"}
-    assert len(r["tokens"]["response_ids"]) == len(r["tokens"]["response_mask"]) == r["num_generated_tokens"]
+    toks = r["tokens"]
+    assert len(toks["response_ids"]) == len(toks["response_mask"]) == len(toks["response_logprobs"])
+    assert sum(r["tokens"]["response_mask"]) == r["num_generated_tokens"]
+    assert len(r["tokens"]["response_ids"]) == r["num_generated_tokens"] + r["num_tool_tokens"]
 
 
 def test_summarize_recomputes_and_rewrites_metrics(tmp_path, capsys):
@@ -225,11 +244,14 @@ def test_real_agent_over_a_scripted_engine(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------ bad input
 
 def one_line_error(out, *needles):
-    err = out.err.strip()
-    assert err.startswith("harmony-eval: error: ") and "\n" not in err, err
+    """The run ends with exactly one error line; anything before it is ours (e.g. "loading m ..."), no tracebacks."""
+    lines = out.err.strip().splitlines()
+    assert lines and all(line.startswith("harmony-eval: ") for line in lines), out.err
+    errors = [line for line in lines if line.startswith("harmony-eval: error: ")]
+    assert errors == [lines[-1]], out.err
     for needle in needles:
-        assert needle in err, err
-    return err
+        assert needle in lines[-1], out.err
+    return lines[-1]
 
 
 @pytest.mark.parametrize("argv,needles", [
@@ -263,6 +285,10 @@ def test_bad_input_files(tmp_path, capsys):
     assert code == 2
     one_line_error(out, "has no aime24.jsonl")
     code, out = run(["summarize", str(tmp_path / "nothing")], None, capsys)
+    assert code == 2
+    one_line_error(out, "nothing is not a folder", "--output-dir of a harmony-eval run")
+    (tmp_path / "empty").mkdir()
+    code, out = run(["summarize", str(tmp_path / "empty")], None, capsys)
     assert code == 2
     one_line_error(out, "no output-rs*.jsonl files")
 
@@ -411,9 +437,144 @@ def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(tmp_path):
     assert redone.isdisjoint(finished) and len(redone) == 32 - len(finished)  # finished samples are not redone
     seen = []
     for name, old in snapshot.items():
-        new = (folder / name).read_bytes()
-        good = old[: old.rfind(b"\n") + 1]
-        assert new.startswith(good)  # every finished line kept as it was
+        new = (folder / name).read_bytes().splitlines(keepends=True)
+        good = old[: old.rfind(b"\n") + 1].splitlines(keepends=True)
+        assert set(good) <= set(new)  # every finished line kept byte for byte
+    ids = input_ids("aime24")
     for p in folder.glob("output-rs*.jsonl"):
-        seen += [(r["id"], r["seed"]) for r in map(json.loads, p.read_text().splitlines())]
+        recs = list(map(json.loads, p.read_text().splitlines()))
+        seen += [(r["id"], r["seed"]) for r in recs]
+        assert [r["id"] for r in recs] == ids[:8]  # complete files are in input order (NeMo-Skills pairs lines)
     assert len(seen) == len(set(seen)) == 32  # nothing lost, nothing twice
+
+
+# ------------------------------------------------------------------------------------------------ NeMo-Skills layout
+
+def input_ids(bench: str) -> list[str]:
+    return [json.loads(x)["id"] for x in (Path(os.environ["HARMONY_EVAL_DATA"]) / f"{bench}.jsonl").read_text()
+            .splitlines()]
+
+
+def test_files_are_in_input_order_after_finish_order_writes_and_resume(tmp_path, capsys):
+    argv = ["aime24:3", "--model", "m", "--output-dir", str(tmp_path), "--limit", "6"]
+    f = FakeFactory()
+    assert run(argv, f, capsys)[0] == 0
+    order = [(t.key[1], t.seed) for t in f.received]
+    finish = sorted(order, key=lambda k: zlib.crc32(repr(("aime24", *k)).encode()))  # the fake's yield order
+    assert [rid for rid, seed in finish if seed == 0] != input_ids("aime24")[:6]  # out of input order...
+    folder = tmp_path / "eval-results/aime24"
+    for s in range(3):
+        assert [r["id"] for r in lines(folder / f"output-rs{s}.jsonl")] == input_ids("aime24")[:6]  # ...files are not
+    # a file left in finish order (an older version, or a kill between the last append and the rewrite) is put
+    # in order by the same command, without loading a model
+    rs2 = folder / "output-rs2.jsonl"
+    shuffled = rs2.read_text().splitlines(keepends=True)[::-1]
+    rs2.write_text("".join(shuffled))
+    code, out = run(["summarize", str(tmp_path)], None, capsys)
+    assert code == 0 and "different orders" in out.err and "run the same harmony-eval command" in out.err
+    f = FakeFactory()
+    assert run(argv, f, capsys)[0] == 0 and f.calls == []
+    assert [r["id"] for r in lines(rs2)] == input_ids("aime24")[:6]
+    assert set(rs2.read_text().splitlines(keepends=True)) == set(shuffled)
+    # resumed samples land at the end, then the complete file is rewritten in order
+    rs0 = folder / "output-rs0.jsonl"
+    rs0.write_text("".join(rs0.read_text().splitlines(keepends=True)[1::2]))
+    assert run(argv, FakeFactory(), capsys)[0] == 0
+    assert [r["id"] for r in lines(rs0)] == input_ids("aime24")[:6]
+
+
+def test_summarize_accepts_a_benchmark_folder_and_warns_about_unequal_seeds(tmp_path, capsys):
+    assert run(["aime24:4", "--model", "m", "--output-dir", str(tmp_path), "--limit", "5"], FakeFactory(),
+               capsys)[0] == 0
+    folder = tmp_path / "eval-results/aime24"
+    code, whole = run(["summarize", str(tmp_path)], None, capsys)
+    assert code == 0 and whole.err == ""
+    code, one = run(["summarize", str(folder)], None, capsys)  # one benchmark folder, as NeMo-Skills accepts
+    assert code == 0 and one.out == whole.out and "pass@1[avg-of-4]" in one.out
+    # an unfinished seed: scored on the complete ones, and said so (no silent smaller k)
+    rs3 = folder / "output-rs3.jsonl"
+    rs3.write_text("".join(rs3.read_text().splitlines(keepends=True)[:2]))
+    code, out = run(["summarize", str(folder)], None, capsys)
+    assert code == 0
+    assert "warning: aime24: 1 of 4 seeds are incomplete (rs3: 2 of 5 problems)" in out.err
+    assert "3 complete seeds (k up to 3)" in out.err
+    assert "pass@1[avg-of-3]" in out.out and "pass@1[avg-of-4]" not in out.out
+    metrics = json.loads((folder / "metrics.json").read_text())["aime24"]
+    assert "pass@3" in metrics and "pass@4" not in metrics
+    recs = [r for s in range(3) for r in lines(folder / f"output-rs{s}.jsonl")]
+    assert metrics == compute_metrics(recs)
+
+
+def test_metrics_json_matches_an_independent_nemo_skills_style_reading(tmp_path, capsys):
+    """Read the files the way NeMo-Skills does (sorted file names, line i of every file = one problem) and check
+    the rows it would compute against ours."""
+    import glob
+    import math
+
+    assert run(["aime25:12", "--model", "m", "--output-dir", str(tmp_path), "--limit", "6"], FakeFactory(),
+               capsys)[0] == 0
+    folder = tmp_path / "eval-results/aime25"
+    files = sorted(glob.glob(f"{folder}/*.jsonl"))
+    rows = list(zip(*[[json.loads(x) for x in open(f)] for f in files]))
+    assert all(len({p["id"] for p in row}) == 1 for row in rows)  # lines pair up
+    ours = json.loads((folder / "metrics.json").read_text())["aime25"]
+    n, num = len(files), len(rows)
+    for k in range(1, n + 1):
+        pk = sum(1 - (math.comb(n - sum(p["symbolic_correct"] for p in row), k) / math.comb(n, k)
+                      if n - sum(p["symbolic_correct"] for p in row) >= k else 0) for row in rows) / num
+        assert ours[f"pass@{k}"]["symbolic_correct"] == pytest.approx(100 * pk, abs=1e-12)
+        none_k = sum(all(p["predicted_answer"] is None for p in row[:k]) for row in rows) / num
+        assert ours[f"pass@{k}"]["no_answer"] == pytest.approx(100 * none_k, abs=1e-12)
+        if k > 1:
+            avg = sum(sum(p["symbolic_correct"] for p in row[:k]) / k for row in rows) / num
+            assert ours[f"pass@1[avg-of-{k}]"]["symbolic_correct"] == pytest.approx(100 * avg, abs=1e-12)
+    tokens = int(sum(sum(p["num_generated_tokens"] for p in row) / n for row in rows) / num)
+    assert {r["avg_tokens"] for r in ours.values()} == {tokens}
+
+
+# ------------------------------------------------------------------------------------------------ one skeleton
+
+def test_eval_config_builds_on_the_agent_configuration():
+    from evals.config import EvalConfig
+    from harmony_agent import LoopConfig, Sampling
+
+    c = EvalConfig.create(model="m", temperature=0.6, max_tool_calls=5, python=False, num_samples=4)
+    assert (c.sampling.temperature, c.loop.max_tool_calls, c.prompt.python, c.num_samples) == (0.6, 5, False, 4)
+    assert c.loop.max_tokens == LoopConfig().max_tokens and c.sampling.top_p == Sampling().top_p  # one default
+    kw = c.agent_kwargs()
+    assert kw["sampling"].logprobs is False and EvalConfig.create(c, save_tokens=True).agent_kwargs()[
+        "sampling"].logprobs is True
+    with pytest.raises(TypeError, match="unknown setting.*temprature"):
+        EvalConfig.create(temprature=0.5)
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        EvalConfig.create(temperature=-1)
+    with pytest.raises(ValueError, match="num_samples must be an int >= 1"):
+        EvalConfig(num_samples=0)
+
+
+def test_help_shows_defaults_and_every_subcommand(capsys):
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for piece in ("--temperature TEMPERATURE", "(default: 1.0)", "--top-p", "--code-timeout", "(default: 10.0)",
+                  "--tokens-to-generate", "(default: 120000)", "--dtype", "--verbose", "--majority",
+                  "harmony-eval summarize DIR", "harmony-eval show DIR"):
+        assert piece in text, piece
+    assert main(["summarize", "--help"]) == 0 and "benchmark folder" in capsys.readouterr().out
+    assert main(["show", "--help"]) == 0 and "--seed" in capsys.readouterr().out
+    from evals.generate import main as generate_main
+
+    assert generate_main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "harmony-generate merge DIR" in text and "(default: 1)" in text
+
+
+def test_an_uncached_hub_model_fails_at_once_when_offline(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    f = FakeFactory()
+    code, out = run(["aime24", "--model", "openai/gpt-oss-999b", "--output-dir", str(tmp_path)], f, capsys)
+    assert code == 2 and f.calls == []
+    one_line_error(out, "argument --model: 'openai/gpt-oss-999b' is not in the local Hugging Face cache")

@@ -18,10 +18,27 @@ ENGINE_FLAGS = ["--max-model-len", "4096", "--kv-cache-memory-bytes", "256M", "-
                 "--engine-arg", "dtype=float32", "--tokens-to-generate", "300", "--no-progress"]
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def user_env(**extra: str) -> dict:
+    """The environment of a user's shell: no logging or warning settings of ours (the CLI chooses them)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_LOGGING", "HARMONY_EVAL_QUIET"))
+           and k not in ("PYTHONWARNINGS", "TORCH_CPP_LOG_LEVEL")}
+    return {**env, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", **extra}
+
+
 def run(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_LOGGING_LEVEL": "WARNING"}
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=Path(__file__).resolve().parent.parent)
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=user_env(),
+                          timeout=timeout, cwd=ROOT)
+
+
+def assert_clean_console(proc: subprocess.CompletedProcess, prog: str = "harmony-eval") -> None:
+    """stdout holds only our results; stderr only our own lines (no vLLM log line, warning or traceback)."""
+    for line in proc.stdout.splitlines():
+        assert not any(noise in line for noise in ("INFO", "WARNING", "ERROR", "vllm", "Traceback", "Warning",
+                                                   "Loading safetensors")), proc.stdout
+    assert all(line.startswith(f"{prog}: ") for line in proc.stderr.splitlines()), proc.stderr
 
 
 def read_lines(path: Path) -> list[dict]:
@@ -43,6 +60,9 @@ def test_harmony_eval_on_aime24_and_a_jsonl_benchmark_in_one_run(tiny_model_path
             *ENGINE_FLAGS]
     proc = run("evals.cli", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_clean_console(proc)
+    assert proc.stderr.splitlines()[0] == f"harmony-eval: loading {tiny_model_path} ..."
+    assert "Chat template warmup failed" not in proc.stderr
     table = " ".join(proc.stdout.split())  # columns are padded to align
     for bench in ("aime24", "scripted"):
         assert f" {bench} " in table
@@ -76,6 +96,19 @@ def test_harmony_eval_on_aime24_and_a_jsonl_benchmark_in_one_run(tiny_model_path
     summary = run("evals.cli", "summarize", str(out))
     assert summary.returncode == 0 and "pass@1[avg-of-2] | 2 |" in " ".join(summary.stdout.split())
 
+    # a saved real trajectory, rendered: the tool call with its code and output, then the answer
+    line = lines[0]
+    shown = run("evals.cli", "show", str(out), "--id", line["id"], "--seed", "0")
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    call = next(m for m in line["messages"] if m["recipient"] == "python")
+    reply = next(m for m in line["messages"] if m["role"] == "tool")
+    assert "--- python call 1 · ok · " in text and call["text"].strip() in text and reply["text"].strip() in text
+    assert f"answer {line['predicted_answer']} · correct (expected {line['expected_answer']})" in text
+    assert text.index("python call 1") < text.index("--- final ---") and "<|" not in text
+    listing = run("evals.cli", "show", str(out / "eval-results" / "scripted"))
+    assert listing.returncode == 0 and len(listing.stdout.splitlines()) == 1 + 2 * 2  # --limit 2, 2 seeds
+
 
 def test_harmony_generate_chunks_and_merge_on_the_real_engine(tiny_model_path, scripted_jsonl, tmp_path):
     out = tmp_path / "sdg"
@@ -85,6 +118,7 @@ def test_harmony_generate_chunks_and_merge_on_the_real_engine(tiny_model_path, s
                    "--num-chunks", "2", "--chunk-id", chunk, "--model", str(tiny_model_path), "--temperature", "0",
                    "--save-tokens", *ENGINE_FLAGS)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        assert_clean_console(proc, "harmony-generate")
     merged = run("evals.generate", "merge", str(out))
     assert merged.returncode == 0, merged.stderr[-3000:]
     assert sorted(p.name for p in (out / "chunks").iterdir()) == ["chunk-0-of-2", "chunk-1-of-2"]
@@ -94,3 +128,64 @@ def test_harmony_generate_chunks_and_merge_on_the_real_engine(tiny_model_path, s
     with_tokens = merged_lines[0]
     token_keys = [k for k in with_tokens if "token" in k or "mask" in k or "logprob" in k]
     assert token_keys, with_tokens.keys()
+
+
+@pytest.mark.parametrize("module,prog,flag,needle", [
+    ("evals.cli", "harmony-eval", ["--temperature", "-1"], "argument --temperature: must be >= 0"),
+    ("evals.cli", "harmony-eval", ["--top-p", "1.5"], "argument --top-p: must be in (0, 1]"),
+    ("evals.cli", "harmony-eval", ["--code-timeout", "0"], "argument --code-timeout: must be seconds in (0, 86400]"),
+    ("evals.cli", "harmony-eval", ["--model", "./no/such"], "argument --model: './no/such': no such folder"),
+    ("evals.cli", "harmony-eval", ["--dtype", "float8"], "argument --dtype: invalid choice: 'float8'"),
+    ("evals.generate", "harmony-generate", ["--max-code-executions", "-1"], "argument --max-code-executions"),
+    ("evals.generate", "harmony-generate", ["--tokens-to-generate", "0"], "argument --tokens-to-generate"),
+])
+def test_bad_flags_exit_2_at_once_without_loading_the_model(tiny_model_path, scripted_jsonl, tmp_path, module,
+                                                            prog, flag, needle):
+    import time
+
+    inputs = ["jsonl:" + str(scripted_jsonl)] if module == "evals.cli" else ["--input-file", str(scripted_jsonl)]
+    start = time.monotonic()
+    proc = run(module, *inputs, "--model", str(tiny_model_path), "--output-dir", str(tmp_path / "o"), *ENGINE_FLAGS,
+               *flag)
+    took = time.monotonic() - start
+    assert proc.returncode == 2 and proc.stdout == ""
+    [line] = proc.stderr.splitlines()  # one line, no "loading ..." before it
+    assert line.startswith(f"{prog}: error: ") and needle in line, line
+    assert took < 60, took  # the model never loads (a load takes minutes on this machine under load)
+    assert not (tmp_path / "o").exists()
+
+
+def test_ctrl_c_ends_with_one_line_and_130_then_resume(tiny_model_path, scripted_jsonl, tmp_path):
+    """A Ctrl-C at the terminal (SIGINT to the whole process group, vLLM's engine processes included: the
+    default multiprocessing engine) ends with our one line and exit code 130, nothing of vLLM's; finished samples
+    stay and the same command resumes."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    # greedy: seeded sampling trips a bug of vLLM's CPU build in multiprocessing mode ("CPU Generator does not
+    # use offset"); 16 at a time, so that most samples are still to come when the first ones are written
+    args = ["aime24:8", "--limit", "30", "--model", str(tiny_model_path), "--output-dir", str(out),
+            "--temperature", "0", "--max-concurrent", "16", *ENGINE_FLAGS]
+    env = user_env()
+    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING")
+    err = tmp_path / "err"
+    with open(err, "w") as stderr, open(tmp_path / "out", "w") as stdout:
+        proc = subprocess.Popen([sys.executable, "-m", "evals.cli", *args], stdout=stdout, stderr=stderr, env=env,
+                                cwd=ROOT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        folder = out / "eval-results" / "aime24"
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline and proc.poll() is None:
+            if folder.is_dir() and any(p.stat().st_size for p in folder.glob("output-rs*.jsonl")):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, err.read_text()
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(300) == 130
+    lines = err.read_text().splitlines()
+    assert lines[-1] == "harmony-eval: interrupted; finished samples are saved, run the same command to resume"
+    assert all(line.startswith("harmony-eval: ") for line in lines), err.read_text()
+    assert (tmp_path / "out").read_text() == ""
+    done = sum(len(read_lines(p)) for p in folder.glob("output-rs*.jsonl"))
+    assert 1 <= done < 8 * 30

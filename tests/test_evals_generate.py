@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from evals.generate import chunk_dir, generate, main, merge_chunks
 from evals.errors import EvalError
+from evals.generate import chunk_dir, generate, main, merge_chunks
 
 from .evals_fake_agent import FakeFactory, outcome
 
@@ -116,7 +116,7 @@ def test_chunk_of_another_input_is_refused(tmp_path, capsys):
     (["--num-chunks", "2", "--chunk-id", "2"], "need 0 <= chunk-id < num-chunks"),
     (["--answer-field", "missing"], "missing field 'missing'"),
     (["--prompt-template-file", "/nonexistent/t.txt"], "cannot read --prompt-template-file"),
-    (["--num-samples", "0"], "at least 1"),
+    (["--num-samples", "0"], "argument --num-samples: must be >= 1, got 0"),
 ])
 def test_bad_input(tmp_path, capsys, extra, needle):
     inp = write_input(tmp_path / "in.jsonl", 2)

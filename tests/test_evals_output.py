@@ -20,7 +20,7 @@ def test_append_and_read(tmp_path):
     assert p.read_text().count("\n") == 2
 
 
-def test_torn_last_line_is_ignored_by_reader_and_cut_by_writer(tmp_path, capsys):
+def test_torn_last_line_is_ignored_by_reader_and_cut_by_writer(tmp_path, caplog):
     p = tmp_path / "o.jsonl"
     good = json.dumps({"id": "a"}) + "\n"
     p.write_text(good + '{"id": "b", "gener')
@@ -29,7 +29,7 @@ def test_torn_last_line_is_ignored_by_reader_and_cut_by_writer(tmp_path, capsys)
     p.write_text(good + '{"id": "b"}')
     assert read_records(p) == [{"id": "a"}]
     with JsonlAppender(p) as w:
-        assert "torn write" in capsys.readouterr().err
+        assert "torn write" in caplog.text
         w.append({"id": "c"})
     assert p.read_text() == good + '{"id": "c"}\n'
     # an invalid last line that does end in a newline is torn too (e.g. zero bytes after a crash)
@@ -74,3 +74,66 @@ def test_run_config_guard(tmp_path):
     check_run_config(tmp_path, {"model": "m2", "temperature": 1.0})
     with pytest.raises(EvalError, match=r"temperature=1\.0, this run has temperature=0\.6.*another --output-dir"):
         check_run_config(tmp_path, {"model": "m2", "temperature": 0.6}, write=False)
+
+
+def _ids(path):
+    return [r["id"] for r in read_records(path)]
+
+
+def test_complete_seed_file_is_rewritten_in_input_order_byte_for_byte(tmp_path):
+    s = SampleStore(tmp_path)
+    for rid in ("c", "a", "x"):  # finish order; "x" is not part of this run (kept, after the run's ids)
+        s.append(0, {"id": rid, "text": "ünï"})
+    s.close()
+    before = set((tmp_path / "output-rs0.jsonl").read_bytes().splitlines(keepends=True))
+    assert s.put_in_order(0, ["a", "b", "c"]) is False  # "b" missing: not complete, not touched
+    assert _ids(tmp_path / "output-rs0.jsonl") == ["c", "a", "x"]
+    s.append(0, {"id": "b", "text": "ünï"})
+    assert s.put_in_order(0, ["a", "b", "c"]) is True
+    after = (tmp_path / "output-rs0.jsonl").read_bytes().splitlines(keepends=True)
+    assert [json.loads(x)["id"] for x in after] == ["a", "b", "c", "x"]
+    assert before <= set(after)  # the very same lines
+    s.append(0, {"id": "y"})  # the writer follows the new file
+    s.close()
+    assert _ids(tmp_path / "output-rs0.jsonl") == ["a", "b", "c", "x", "y"]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_put_in_order_leaves_repeated_ids_alone(tmp_path, caplog):
+    p = tmp_path / "output-rs0.jsonl"
+    p.write_text("".join(json.dumps({"id": i}) + "\n" for i in ("b", "a", "b")))
+    assert SampleStore(tmp_path).put_in_order(0, ["a", "b"]) is True
+    assert _ids(p) == ["b", "a", "b"] and "repeats an id" in caplog.text
+
+
+def test_a_killed_rewrite_leaves_the_old_file_and_its_temp_is_cleaned(tmp_path):
+    p = tmp_path / "output-rs0.jsonl"
+    p.write_text(json.dumps({"id": "b"}) + "\n" + json.dumps({"id": "a"}) + "\n")
+    stale = tmp_path / ".output-rs0.jsonl.999999.tmp"  # what a kill -9 during a rewrite leaves behind
+    stale.write_text(json.dumps({"id": "a"}) + "\n")
+    assert _ids(p) == ["b", "a"]  # readers see the old, whole file
+    s = SampleStore(tmp_path)
+    assert s.put_in_order(0, ["a", "b"]) and _ids(p) == ["a", "b"]
+    s.close()
+    assert not stale.exists()
+
+
+def test_rewrite_is_atomic_under_sigkill(tmp_path):
+    """Kill -9 a process while it rewrites a big file over and over: the file is always one whole version."""
+    p = tmp_path / "output-rs0.jsonl"
+    ids = [f"p{i}" for i in range(2000)]
+    p.write_text("".join(json.dumps({"id": i, "pad": "x" * 200}) + "\n" for i in reversed(ids)))
+    code = ("import sys, random; from evals.output import SampleStore\n"
+            "s = SampleStore(sys.argv[1]); ids = sys.argv[2].split(',')\n"
+            "print('go', flush=True)\n"
+            "while True:\n    random.shuffle(ids); s.put_in_order(0, ids)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), ",".join(ids)], stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"go"
+    import time
+
+    time.sleep(1.0)
+    proc.kill()
+    proc.wait(30)
+    assert sorted(_ids(p)) == sorted(ids)  # every line there, once, whichever version won
+    assert SampleStore(tmp_path).put_in_order(0, ids) and _ids(p) == ids
+    assert not list(tmp_path.glob(".*.tmp"))
