@@ -3,6 +3,7 @@
 Protocol: one JSON line in (``{"p": predicted, "e": expected, "s": seconds}``), one JSON line out
 (``{"ok": bool}``). The parent kills this process if an answer does not come back in time.
 """
+
 from __future__ import annotations
 
 import json

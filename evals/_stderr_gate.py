@@ -6,6 +6,7 @@ change, so while the gate is open fd 2 is a pipe that a thread copies to the rea
 a moment; closing the gate (from a SIGINT handler, before anything else runs) drops what is held and all that
 follows. Our own messages go straight to the real stderr.
 """
+
 from __future__ import annotations
 
 import os

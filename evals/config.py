@@ -8,11 +8,13 @@ grading. Both CLIs fill one from their flags; the Python API takes one or keywor
 
 Every value is checked on construction, so a bad one fails before any model loads.
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from evals.metrics import MAJORITY_MODES
 from harmony_agent.agent import apply_shortcuts
@@ -36,7 +38,7 @@ class EvalConfig:
     ``raw`` (NeMo-Skills' raw strings). ``progress=None`` shows the bar when stderr is a terminal.
     """
 
-    model: Optional[str] = None
+    model: str | None = None
     engine_kwargs: Mapping[str, Any] = field(default_factory=dict)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     sampling: Sampling = field(default_factory=Sampling)
@@ -44,38 +46,43 @@ class EvalConfig:
     prompt_template: str = AIME_PROMPT
     num_samples: int = 16
     seed: int = 0
-    limit: Optional[int] = None
-    data_dir: Optional[str] = None
+    limit: int | None = None
+    data_dir: str | None = None
     problem_field: str = "problem"
-    answer_field: Optional[str] = "answer"
+    answer_field: str | None = "answer"
     id_field: str = "id"
     output_dir: str = "results"
     save_tokens: bool = False
     grade_timeout: float = DEFAULT_GRADE_TIMEOUT
     majority: str = "normalized"
-    progress: Optional[bool] = None
+    progress: bool | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, name: str, what: str) -> None:
             if not ok:
                 raise ValueError(f"{name} must be {what}, got {getattr(self, name)!r}")
 
-        need(self.model is None or (isinstance(self.model, str) and bool(self.model.strip())), "model",
-             "a hub name or a local folder")
+        need(
+            self.model is None or (isinstance(self.model, str) and bool(self.model.strip())),
+            "model",
+            "a hub name or a local folder",
+        )
         need(isinstance(self.num_samples, int) and self.num_samples >= 1, "num_samples", "an int >= 1")
         need(isinstance(self.seed, int) and self.seed >= 0, "seed", "an int >= 0")
         need(self.limit is None or (isinstance(self.limit, int) and self.limit >= 1), "limit", "None or an int >= 1")
-        need(isinstance(self.grade_timeout, (int, float)) and self.grade_timeout > 0, "grade_timeout",
-             "seconds > 0")
+        need(isinstance(self.grade_timeout, (int, float)) and self.grade_timeout > 0, "grade_timeout", "seconds > 0")
         need(self.majority in MAJORITY_MODES, "majority", f"one of {', '.join(MAJORITY_MODES)}")
-        need(isinstance(self.prompt_template, str) and bool(self.prompt_template), "prompt_template",
-             "a non-empty str.format template")
+        need(
+            isinstance(self.prompt_template, str) and bool(self.prompt_template),
+            "prompt_template",
+            "a non-empty str.format template",
+        )
         for name, kind in (("prompt", PromptConfig), ("sampling", Sampling), ("loop", LoopConfig)):
             need(isinstance(getattr(self, name), kind), name, f"a {kind.__name__}")
         object.__setattr__(self, "engine_kwargs", dict(self.engine_kwargs))
 
     @classmethod
-    def create(cls, base: Optional["EvalConfig"] = None, **overrides: Any) -> "EvalConfig":
+    def create(cls, base: EvalConfig | None = None, **overrides: Any) -> EvalConfig:
         """`base` (default: the defaults) with `overrides`: this class's fields, or any field of
         ``PromptConfig``/``Sampling``/``LoopConfig`` by name (``temperature=0.6``, ``max_tool_calls=5``)."""
         base = base or cls()
@@ -85,16 +92,24 @@ class EvalConfig:
         if unknown:
             raise TypeError(f"unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(own | agent_names))}")
         mine = {k: v for k, v in overrides.items() if k in own}
-        prompt, sampling, loop = apply_shortcuts(mine.pop("prompt", base.prompt), mine.pop("sampling", base.sampling),
-                                                 mine.pop("loop", base.loop),
-                                                 {k: v for k, v in overrides.items() if k not in own})
+        prompt, sampling, loop = apply_shortcuts(
+            mine.pop("prompt", base.prompt),
+            mine.pop("sampling", base.sampling),
+            mine.pop("loop", base.loop),
+            {k: v for k, v in overrides.items() if k not in own},
+        )
         return replace(base, prompt=prompt, sampling=sampling, loop=loop, **mine)
 
     def agent_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``harmony_agent.Agent``; logprobs are only asked for when they are saved
         (they cost a Python object per token in vLLM's output)."""
-        return {"model": self.model, "engine_kwargs": dict(self.engine_kwargs), "prompt": self.prompt,
-                "sampling": replace(self.sampling, logprobs=self.save_tokens), "loop": self.loop}
+        return {
+            "model": self.model,
+            "engine_kwargs": dict(self.engine_kwargs),
+            "prompt": self.prompt,
+            "sampling": replace(self.sampling, logprobs=self.save_tokens),
+            "loop": self.loop,
+        }
 
     def sample_settings(self) -> dict[str, Any]:
         """What shapes the samples (engine layout, data source, output and concurrency excluded), stored in

@@ -5,13 +5,14 @@ vLLM configures its own logger when it is imported, from environment variables (
 ``VLLM_LOGGING_STREAM``, which defaults to stdout): they are set here before it is imported (a value the user
 set wins), and the levels are also applied to an already imported vLLM.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import sys
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 from evals.errors import one_line, user_error_types
 
@@ -49,7 +50,7 @@ class _DropHarmless(logging.Filter):
 
 _QUIET_ENV = "HARMONY_EVAL_QUIET"
 _NOISE_ENV = {  # what else speaks on stderr while an engine starts, and how to quiet it
-    "PYTHONWARNINGS": "ignore",    # torch/vLLM FutureWarnings, the multiprocessing resource tracker
+    "PYTHONWARNINGS": "ignore",  # torch/vLLM FutureWarnings, the multiprocessing resource tracker
     "TORCH_CPP_LOG_LEVEL": "ERROR",  # torch's C++ warnings (e.g. NUMA binding on CPU)
 }
 

@@ -4,20 +4,28 @@ Where the data comes from, in order: ``data_dir`` (``--data-dir``) or the ``HARM
 variable, a folder holding ``<name>.jsonl``; otherwise the public data set through Hugging Face ``datasets``
 (cached by that library). The repository never carries a copy of the data.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 from evals.errors import EvalError
 
 __all__ = [
-    "BENCHMARKS", "BenchmarkSpec", "parse_benchmarks", "load_benchmark", "load_jsonl", "read_jsonl_rows",
-    "normalize_records", "DATA_ENV",
+    "BENCHMARKS",
+    "BenchmarkSpec",
+    "parse_benchmarks",
+    "load_benchmark",
+    "load_jsonl",
+    "read_jsonl_rows",
+    "normalize_records",
+    "DATA_ENV",
 ]
 
 DATA_ENV = "HARMONY_EVAL_DATA"
@@ -29,28 +37,29 @@ class HubSource:
     """Where a benchmark lives on the Hugging Face hub and how to read its rows."""
 
     dataset: str
-    configs: tuple[Optional[str], ...]
+    configs: tuple[str | None, ...]
     split: str
     problem_field: str
     answer_field: str
-    make_id: Callable[[dict, Optional[str], int], str]
+    make_id: Callable[[dict, str | None, int], str]
 
 
-def _aime24_id(row: dict, config: Optional[str], index: int) -> str:
+def _aime24_id(row: dict, config: str | None, index: int) -> str:
     # HuggingFaceH4/aime_2024 rows carry an AoPS url such as ".../2024_AIME_II_Problems/Problem_4".
     m = re.search(r"AIME_(I{1,2})_Problems/Problem_(\d+)", str(row.get("url", "")))
     return f"2024-{m.group(1)}-{int(m.group(2))}" if m else str(row.get("id", index))
 
 
-def _aime25_id(row: dict, config: Optional[str], index: int) -> str:
+def _aime25_id(row: dict, config: str | None, index: int) -> str:
     # opencompass/AIME2025 has one config per contest ("AIME2025-I", "AIME2025-II"), problems in order.
     return f"2025-{str(config).rsplit('-', 1)[-1]}-{index + 1}"
 
 
 BENCHMARKS: dict[str, HubSource] = {
     "aime24": HubSource("HuggingFaceH4/aime_2024", (None,), "train", "problem", "answer", _aime24_id),
-    "aime25": HubSource("opencompass/AIME2025", ("AIME2025-I", "AIME2025-II"), "test", "question", "answer",
-                        _aime25_id),
+    "aime25": HubSource(
+        "opencompass/AIME2025", ("AIME2025-I", "AIME2025-II"), "test", "question", "answer", _aime25_id
+    ),
 }
 
 
@@ -59,8 +68,8 @@ class BenchmarkSpec:
     """One benchmark of a run: its name, samples per problem (None: the default) and JSONL path if any."""
 
     name: str
-    num_samples: Optional[int] = None
-    path: Optional[str] = None
+    num_samples: int | None = None
+    path: str | None = None
 
 
 def parse_benchmarks(spec: str | Sequence[str]) -> list[BenchmarkSpec]:
@@ -78,7 +87,7 @@ def parse_benchmarks(spec: str | Sequence[str]) -> list[BenchmarkSpec]:
         elif sep and not part.startswith("jsonl:"):
             raise EvalError(f"benchmark {part!r}: expected NAME or NAME:SAMPLES, e.g. aime24:16")
         if body.startswith("jsonl:"):
-            path = body[len("jsonl:"):]
+            path = body[len("jsonl:") :]
             if not path:
                 raise EvalError(f"benchmark {part!r}: give a file, e.g. jsonl:problems.jsonl")
             out.append(BenchmarkSpec(Path(path).stem, n, path))
@@ -102,7 +111,7 @@ def read_jsonl_rows(path: str | os.PathLike) -> list[dict]:
     if not p.is_file():
         raise EvalError(f"input file {str(p)!r} does not exist; check the path")
     rows: list[dict] = []
-    with open(p, "r", encoding="utf-8") as f:
+    with open(p, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -119,8 +128,14 @@ def read_jsonl_rows(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
-def normalize_records(rows: Sequence[dict], *, source: str, problem_field: Optional[str] = "problem",
-                      answer_field: Optional[str] = "answer", id_field: str = "id") -> list[dict]:
+def normalize_records(
+    rows: Sequence[dict],
+    *,
+    source: str,
+    problem_field: str | None = "problem",
+    answer_field: str | None = "answer",
+    id_field: str = "id",
+) -> list[dict]:
     """Records with ``id``, ``problem`` (when `problem_field`) and ``expected_answer`` (when `answer_field`)
     plus every input field. A missing id falls back to the row's position; ids must be unique."""
     out: list[dict] = []
@@ -131,12 +146,16 @@ def normalize_records(rows: Sequence[dict], *, source: str, problem_field: Optio
         rec: dict[str, Any] = dict(row)
         for field, flag in ((problem_field, "--problem-field"), (answer_field, "--answer-field")):
             if field is not None and field not in row:
-                raise EvalError(f"{where}: missing field {field!r} (fields: {', '.join(sorted(row)) or 'none'}); "
-                                f"name the right one with {flag}")
+                raise EvalError(
+                    f"{where}: missing field {field!r} (fields: {', '.join(sorted(row)) or 'none'}); "
+                    f"name the right one with {flag}"
+                )
         rid = str(row[id_field]) if id_field in row and row[id_field] is not None else str(index)
         if rid in seen:
-            raise EvalError(f"{where}: id {rid!r} repeats (first at record {seen[rid] + 1}); ids must be unique "
-                            "(choose another with --id-field)")
+            raise EvalError(
+                f"{where}: id {rid!r} repeats (first at record {seen[rid] + 1}); ids must be unique "
+                "(choose another with --id-field)"
+            )
         seen[rid] = index
         rec["id"] = rid
         if problem_field is not None:
@@ -147,15 +166,32 @@ def normalize_records(rows: Sequence[dict], *, source: str, problem_field: Optio
     return out
 
 
-def load_jsonl(path: str | os.PathLike, *, problem_field: str = "problem", answer_field: Optional[str] = "answer",
-               id_field: str = "id") -> list[dict]:
+def load_jsonl(
+    path: str | os.PathLike,
+    *,
+    problem_field: str = "problem",
+    answer_field: str | None = "answer",
+    id_field: str = "id",
+) -> list[dict]:
     """Records of any JSONL file with configurable problem/answer/id fields."""
-    return normalize_records(read_jsonl_rows(path), source=str(path), problem_field=problem_field,
-                             answer_field=answer_field, id_field=id_field)
+    return normalize_records(
+        read_jsonl_rows(path),
+        source=str(path),
+        problem_field=problem_field,
+        answer_field=answer_field,
+        id_field=id_field,
+    )
 
 
-def load_benchmark(name: str, *, data_dir: Optional[str | os.PathLike] = None, path: Optional[str] = None,
-                   problem_field: str = "problem", answer_field: str = "answer", id_field: str = "id") -> list[dict]:
+def load_benchmark(
+    name: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    path: str | None = None,
+    problem_field: str = "problem",
+    answer_field: str = "answer",
+    id_field: str = "id",
+) -> list[dict]:
     """Records of a benchmark: a JSONL `path`, ``<data_dir or $HARMONY_EVAL_DATA>/<name>.jsonl``, or the hub."""
     if path is not None:
         return load_jsonl(path, problem_field=problem_field, answer_field=answer_field, id_field=id_field)
@@ -166,8 +202,10 @@ def load_benchmark(name: str, *, data_dir: Optional[str | os.PathLike] = None, p
         file = Path(folder) / f"{name}.jsonl"
         if not file.is_file():
             origin = "--data-dir" if data_dir is not None else f"${DATA_ENV}"
-            raise EvalError(f"{origin} folder {str(folder)!r} has no {name}.jsonl; point it at a folder holding "
-                            f"{name}.jsonl (fields id, problem, answer)")
+            raise EvalError(
+                f"{origin} folder {str(folder)!r} has no {name}.jsonl; point it at a folder holding "
+                f"{name}.jsonl (fields id, problem, answer)"
+            )
         return load_jsonl(file, problem_field=problem_field, answer_field=answer_field, id_field=id_field)
     return load_from_hub(name)
 
@@ -176,7 +214,7 @@ def load_from_hub(name: str) -> list[dict]:
     """Download (or read from the `datasets` cache) the public copy of a known benchmark."""
     src = BENCHMARKS[name]
     try:
-        import datasets  # type: ignore[import-not-found]
+        import datasets
     except ImportError:
         raise EvalError(f"{name}: no local data and the 'datasets' library is not installed; {DATASETS_HINT}") from None
     rows: list[dict] = []
@@ -185,12 +223,16 @@ def load_from_hub(name: str) -> list[dict]:
             part = datasets.load_dataset(src.dataset, config, split=src.split)
             for index, row in enumerate(part):
                 row = dict(row)
-                rows.append({
-                    "id": src.make_id(row, config, index),
-                    "problem": str(row[src.problem_field]),
-                    "answer": str(row[src.answer_field]).strip(),
-                })
+                rows.append(
+                    {
+                        "id": src.make_id(row, config, index),
+                        "problem": str(row[src.problem_field]),
+                        "answer": str(row[src.answer_field]).strip(),
+                    }
+                )
     except Exception as e:  # network, hub, schema: all end the same way for the user
-        raise EvalError(f"{name}: could not load {src.dataset} from the Hugging Face hub "
-                        f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); {DATASETS_HINT}") from None
+        raise EvalError(
+            f"{name}: could not load {src.dataset} from the Hugging Face hub "
+            f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); {DATASETS_HINT}"
+        ) from None
     return normalize_records(rows, source=src.dataset)

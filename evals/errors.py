@@ -1,4 +1,5 @@
 """Errors the evals package reports to users as one line (the CLIs exit with code 2)."""
+
 from __future__ import annotations
 
 
@@ -14,7 +15,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     """
     types: list[type[BaseException]] = [EvalError]
     try:
-        from harmony_agent.errors import HarmonyAgentError  # type: ignore[import-not-found]
+        from harmony_agent.errors import HarmonyAgentError
     except Exception:  # harmony_agent absent or older: only our own errors
         pass
     else:

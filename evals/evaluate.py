@@ -3,10 +3,12 @@
 Output: ``<output_dir>/eval-results/<bench>/output-rs<seed>.jsonl`` (one line per problem, input order once
 complete) and ``metrics.json`` beside them, the layout NeMo-Skills' ``summarize_results`` reads.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from evals.config import EvalConfig
 from evals.data import BenchmarkSpec, load_benchmark, parse_benchmarks
@@ -22,7 +24,7 @@ def eval_results_dir(output_dir: str | Path) -> Path:
     return Path(output_dir) / "eval-results"
 
 
-def benchmark_specs(benchmarks: str | Sequence[str], input_file: Optional[str | Path] = None) -> list[BenchmarkSpec]:
+def benchmark_specs(benchmarks: str | Sequence[str], input_file: str | Path | None = None) -> list[BenchmarkSpec]:
     """The benchmarks of a run: ``"aime24:16,aime25:16"`` style, plus `input_file` as one named after it."""
     specs = parse_benchmarks(benchmarks) if benchmarks else []
     if input_file is not None:
@@ -40,22 +42,35 @@ def benchmark_jobs(specs: Sequence[BenchmarkSpec], config: EvalConfig) -> list[J
     jobs = []
     root = eval_results_dir(config.output_dir)
     for spec in specs:
-        records = load_benchmark(spec.name, data_dir=config.data_dir, path=spec.path,
-                                 problem_field=config.problem_field, answer_field=config.answer_field or "answer",
-                                 id_field=config.id_field)
+        records = load_benchmark(
+            spec.name,
+            data_dir=config.data_dir,
+            path=spec.path,
+            problem_field=config.problem_field,
+            answer_field=config.answer_field or "answer",
+            id_field=config.id_field,
+        )
         if config.limit is not None:
-            records = records[:config.limit]
-        prompts = {r["id"]: render_prompt(config.prompt_template, r, f"{spec.name} record {r['id']!r}")
-                   for r in records}
+            records = records[: config.limit]
+        prompts = {
+            r["id"]: render_prompt(config.prompt_template, r, f"{spec.name} record {r['id']!r}") for r in records
+        }
         n = spec.num_samples or config.num_samples
-        jobs.append(Job(spec.name, SampleStore(root / spec.name), records, prompts,
-                        list(range(config.seed, config.seed + n))))
+        jobs.append(
+            Job(spec.name, SampleStore(root / spec.name), records, prompts, list(range(config.seed, config.seed + n)))
+        )
     return jobs
 
 
-def run_eval(benchmarks: str | Sequence[str] = "aime24", config: Optional[EvalConfig] = None, *,
-             input_file: Optional[str | Path] = None, agent: Any = None, agent_factory: Optional[AgentFactory] = None,
-             **overrides: Any) -> dict[str, dict[str, dict[str, Any]]]:
+def run_eval(
+    benchmarks: str | Sequence[str] = "aime24",
+    config: EvalConfig | None = None,
+    *,
+    input_file: str | Path | None = None,
+    agent: Any = None,
+    agent_factory: AgentFactory | None = None,
+    **overrides: Any,
+) -> dict[str, dict[str, dict[str, Any]]]:
     """Evaluate, resuming whatever is already in the output dir; returns ``{bench: {mode: row}}``.
 
     Settings come from `config` and/or keyword `overrides` (`EvalConfig` fields, or any field of the agent's

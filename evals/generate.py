@@ -5,14 +5,16 @@
 a Slurm array task) and writes ``DIR/chunks/chunk-I-of-N/``; ``harmony-generate merge DIR`` joins finished
 chunks into ``DIR/output-rs<seed>.jsonl`` in input order.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 from evals.cli import Parser, add_run_arguments, at_least, config_from_args
 from evals.config import AIME_PROMPT, EvalConfig
@@ -39,9 +41,17 @@ def _chunk_slice(count: int, chunk_id: int, num_chunks: int) -> slice:
     return slice(chunk_id * count // num_chunks, (chunk_id + 1) * count // num_chunks)
 
 
-def generate(input_file: str | Path, output_dir: str | Path, config: Optional[EvalConfig] = None, *,
-             num_chunks: int = 1, chunk_id: int = 0, agent: Any = None, agent_factory: Optional[AgentFactory] = None,
-             **overrides: Any) -> dict[str, Any]:
+def generate(
+    input_file: str | Path,
+    output_dir: str | Path,
+    config: EvalConfig | None = None,
+    *,
+    num_chunks: int = 1,
+    chunk_id: int = 0,
+    agent: Any = None,
+    agent_factory: AgentFactory | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
     """Generate ``num_samples`` samples per input record (this chunk's share); resumes what is on disk.
 
     Settings come from `config` and/or keyword `overrides` as for ``run_eval`` (defaults: `GENERATE_DEFAULTS`
@@ -51,25 +61,40 @@ def generate(input_file: str | Path, output_dir: str | Path, config: Optional[Ev
     if num_chunks < 1 or not 0 <= chunk_id < num_chunks:
         raise EvalError(f"--chunk-id {chunk_id} with --num-chunks {num_chunks}: need 0 <= chunk-id < num-chunks")
     config = EvalConfig.create(config or EvalConfig(**GENERATE_DEFAULTS), output_dir=str(output_dir), **overrides)
-    records = normalize_records(read_jsonl_rows(input_file), source=str(input_file), problem_field=None,
-                                answer_field=config.answer_field, id_field=config.id_field)
+    records = normalize_records(
+        read_jsonl_rows(input_file),
+        source=str(input_file),
+        problem_field=None,
+        answer_field=config.answer_field,
+        id_field=config.id_field,
+    )
     if config.limit is not None:
-        records = records[:config.limit]
+        records = records[: config.limit]
     records = records[_chunk_slice(len(records), chunk_id, num_chunks)]
-    records = [{**r, "prompt": render_prompt(config.prompt_template, r, f"{input_file} record {r['id']!r}")}
-               for r in records]
+    records = [
+        {**r, "prompt": render_prompt(config.prompt_template, r, f"{input_file} record {r['id']!r}")} for r in records
+    ]
     seeds = list(range(config.seed, config.seed + config.num_samples))
     folder = Path(output_dir) if num_chunks == 1 else chunk_dir(output_dir, chunk_id, num_chunks)
-    manifest = {"input_file": str(Path(input_file).resolve()), "num_chunks": num_chunks, "chunk_id": chunk_id,
-                "seeds": seeds, "ids": [r["id"] for r in records]}
+    manifest = {
+        "input_file": str(Path(input_file).resolve()),
+        "num_chunks": num_chunks,
+        "chunk_id": chunk_id,
+        "seeds": seeds,
+        "ids": [r["id"] for r in records],
+    }
     if num_chunks > 1:
         _check_manifest(folder, manifest)
         if not (folder / MANIFEST).exists():
             write_json_atomic(folder / MANIFEST, manifest)
     job = Job(f"generate {folder.name}", SampleStore(folder), records, {r["id"]: r["prompt"] for r in records}, seeds)
     generated = run_jobs([job], config, title=job.label, agent=agent, agent_factory=agent_factory)
-    return {"output_dir": str(folder), "records": len(records), "samples": len(records) * len(seeds),
-            "generated": generated}
+    return {
+        "output_dir": str(folder),
+        "records": len(records),
+        "samples": len(records) * len(seeds),
+        "generated": generated,
+    }
 
 
 def _check_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
@@ -79,8 +104,10 @@ def _check_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
     stored = _read_manifest(path)
     for key in ("ids", "seeds"):
         if stored.get(key) != manifest[key]:
-            raise EvalError(f"{folder} was made from another input or --seed/--num-samples/--limit ({key} differ); "
-                            "use another --output-dir or the original settings")
+            raise EvalError(
+                f"{folder} was made from another input or --seed/--num-samples/--limit ({key} differ); "
+                "use another --output-dir or the original settings"
+            )
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -106,9 +133,11 @@ def merge_chunks(output_dir: str | Path, *, allow_incomplete: bool = False) -> d
     if not found:
         raise EvalError(f"no chunk folders under {root}; run harmony-generate with --num-chunks first")
     if len(found) > 1:
-        raise EvalError(f"{root} mixes chunkings ({', '.join(f'of-{n}' for n in sorted(found))}); "
-                        "keep one --num-chunks per output dir")
-    (num_chunks, chunks), = found.items()
+        raise EvalError(
+            f"{root} mixes chunkings ({', '.join(f'of-{n}' for n in sorted(found))}); "
+            "keep one --num-chunks per output dir"
+        )
+    ((num_chunks, chunks),) = found.items()
     problems: list[str] = []
     per_seed: dict[int, list[dict]] = {}
     for cid in range(num_chunks):
@@ -131,15 +160,21 @@ def merge_chunks(output_dir: str | Path, *, allow_incomplete: bool = False) -> d
         if missing:
             problems.append(f"chunk {cid} lacks {missing} of {len(man['ids']) * len(man['seeds'])} samples")
     if problems and not allow_incomplete:
-        raise EvalError(f"cannot merge {base}: {'; '.join(problems)}; run the missing chunks (same command) "
-                        "or pass --allow-incomplete")
+        raise EvalError(
+            f"cannot merge {base}: {'; '.join(problems)}; run the missing chunks (same command) "
+            "or pass --allow-incomplete"
+        )
     for s, stale in seed_files(base).items():  # a previous merge with more seeds must not linger
         if s not in per_seed:
             os.remove(stale)
     for s, recs in sorted(per_seed.items()):
         _write_jsonl_atomic(base / f"output-rs{s}.jsonl", recs)
-    return {"num_chunks": num_chunks, "seeds": sorted(per_seed), "samples": sum(map(len, per_seed.values())),
-            "incomplete": problems}
+    return {
+        "num_chunks": num_chunks,
+        "seeds": sorted(per_seed),
+        "samples": sum(map(len, per_seed.values())),
+        "incomplete": problems,
+    }
 
 
 def _write_jsonl_atomic(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
@@ -153,27 +188,37 @@ def _write_jsonl_atomic(path: Path, records: Sequence[Mapping[str, Any]]) -> Non
 
 
 def build_parser() -> Parser:
-    p = Parser(prog="harmony-generate", epilog="subcommands:\n  harmony-generate merge DIR [--allow-incomplete]   "
-               "join the chunks of --num-chunks runs into DIR/output-rs<seed>.jsonl\n",
-               description="Generate samples (synthetic data) for a JSONL input with the harmony-eval agent; "
-               "resumable. Everything but the final summary line goes to stderr.")
+    p = Parser(
+        prog="harmony-generate",
+        epilog="subcommands:\n  harmony-generate merge DIR [--allow-incomplete]   "
+        "join the chunks of --num-chunks runs into DIR/output-rs<seed>.jsonl\n",
+        description="Generate samples (synthetic data) for a JSONL input with the harmony-eval agent; "
+        "resumable. Everything but the final summary line goes to stderr.",
+    )
     p.add_argument("--input-file", required=True, help="JSONL, one record per line")
     p.add_argument("--output-dir", required=True)
     tg = p.add_mutually_exclusive_group()
-    tg.add_argument("--prompt-template", help="user message: str.format over the record's fields, used verbatim "
-                    "(no escape processing); default: the AIME prompt over {problem}")
+    tg.add_argument(
+        "--prompt-template",
+        help="user message: str.format over the record's fields, used verbatim "
+        "(no escape processing); default: the AIME prompt over {problem}",
+    )
     tg.add_argument("--prompt-template-file", help="read the template from this file")
     p.add_argument("--id-field", default="id", help="unique id field (missing: the line's position)")
     p.add_argument("--answer-field", help="grade against this field (adds symbolic_correct)")
-    p.add_argument("--num-samples", type=at_least(1), default=GENERATE_DEFAULTS["num_samples"],
-                   help="samples per record (seeds SEED..SEED+N-1)")
+    p.add_argument(
+        "--num-samples",
+        type=at_least(1),
+        default=GENERATE_DEFAULTS["num_samples"],
+        help="samples per record (seeds SEED..SEED+N-1)",
+    )
     p.add_argument("--num-chunks", type=at_least(1), default=1, help="split the input into N contiguous chunks")
     p.add_argument("--chunk-id", type=at_least(0), default=0, help="which chunk this process does (0..N-1)")
     add_run_arguments(p)
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None, agent_factory: Optional[Callable[..., Any]] = None) -> int:
+def main(argv: Sequence[str] | None = None, agent_factory: Callable[..., Any] | None = None) -> int:
     """Entry point of ``harmony-generate``; returns the exit code."""
     console = argv is None
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -186,8 +231,10 @@ def main(argv: Optional[Sequence[str]] = None, agent_factory: Optional[Callable[
             mp.add_argument("--allow-incomplete", action="store_true", help="merge what is there")
             a = mp.parse_args(args_list[1:])
             info = merge_chunks(a.output_dir, allow_incomplete=a.allow_incomplete)
-            print(f"merged {info['num_chunks']} chunks: {info['samples']} samples into "
-                  f"{a.output_dir}/output-rs{{{','.join(map(str, info['seeds']))}}}.jsonl")
+            print(
+                f"merged {info['num_chunks']} chunks: {info['samples']} samples into "
+                f"{a.output_dir}/output-rs{{{','.join(map(str, info['seeds']))}}}.jsonl"
+            )
             for note in info["incomplete"]:
                 print(f"harmony-generate: warning: {note}", file=sys.stderr)
             return 0
@@ -197,13 +244,25 @@ def main(argv: Optional[Sequence[str]] = None, agent_factory: Optional[Callable[
             try:
                 template = Path(args.prompt_template_file).read_text(encoding="utf-8").removesuffix("\n")
             except OSError as e:
-                raise EvalError(f"cannot read --prompt-template-file {args.prompt_template_file!r}: "
-                                f"{e.strerror}") from None
-        config = config_from_args(args, output_dir=args.output_dir, prompt_template=template or AIME_PROMPT,
-                                  id_field=args.id_field, answer_field=args.answer_field,
-                                  num_samples=args.num_samples)
-        info = generate(args.input_file, args.output_dir, config, num_chunks=args.num_chunks,
-                        chunk_id=args.chunk_id, agent_factory=agent_factory)
+                raise EvalError(
+                    f"cannot read --prompt-template-file {args.prompt_template_file!r}: {e.strerror}"
+                ) from None
+        config = config_from_args(
+            args,
+            output_dir=args.output_dir,
+            prompt_template=template or AIME_PROMPT,
+            id_field=args.id_field,
+            answer_field=args.answer_field,
+            num_samples=args.num_samples,
+        )
+        info = generate(
+            args.input_file,
+            args.output_dir,
+            config,
+            num_chunks=args.num_chunks,
+            chunk_id=args.chunk_id,
+            agent_factory=agent_factory,
+        )
         print(f"{info['samples']} samples ({info['generated']} generated now) in {info['output_dir']}")
         return 0
 

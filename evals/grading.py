@@ -4,6 +4,7 @@ Grading is bounded in time from any thread: in the main thread math_verify's own
 apply; in other threads (where signals cannot be used) the check runs in a helper subprocess that is
 killed when it overruns. Integers, the AIME case, are compared without math_verify at all.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -16,7 +17,6 @@ import selectors
 import subprocess
 import sys
 import threading
-from typing import Optional
 
 from harmony_agent.answer import extract_boxed  # the one brace-matched extractor (docs/architecture.md)
 
@@ -31,7 +31,7 @@ _FINAL_RE = re.compile(
 )
 
 
-def final_channel_text(text: Optional[str]) -> Optional[str]:
+def final_channel_text(text: str | None) -> str | None:
     """Text of the Harmony final-channel messages in a rendered transcript, or None if there are none."""
     if not text:
         return None
@@ -39,7 +39,7 @@ def final_channel_text(text: Optional[str]) -> Optional[str]:
     return "\n".join(parts) if parts else None
 
 
-def extract_answer(text: Optional[str], final_text: Optional[str] = None) -> Optional[str]:
+def extract_answer(text: str | None, final_text: str | None = None) -> str | None:
     """The answer: last ``\\boxed{}`` of the final channel first, then of the whole transcript (None if none).
 
     `final_text` is the final-channel text when the caller has it (``Result.final_text``); otherwise the
@@ -69,7 +69,7 @@ def _strip_math_delimiters(s: str) -> str:
         changed = False
         for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
             if len(s) >= len(left) + len(right) and s.startswith(left) and s.endswith(right):
-                s = s[len(left):len(s) - len(right)].strip()
+                s = s[len(left) : len(s) - len(right)].strip()
                 changed = True
         inner = _whole_box(s)
         if inner is not None:
@@ -77,17 +77,17 @@ def _strip_math_delimiters(s: str) -> str:
     return s
 
 
-def _whole_box(s: str) -> Optional[str]:
+def _whole_box(s: str) -> str | None:
     """Inner text when `s` is exactly one ``\\boxed{...}``, else None."""
     m = _BOX_RE.match(s)
     if m and s.endswith("}"):
         inner = extract_boxed(s)
-        if inner is not None and len(inner) <= len(s) and s[m.end():-1].strip() == inner:
+        if inner is not None and len(inner) <= len(s) and s[m.end() : -1].strip() == inner:
             return inner
     return None
 
 
-def normalize_answer(answer: Optional[str]) -> str:
+def normalize_answer(answer: str | None) -> str:
     """Canonical text of an answer, for equality and majority voting ("025" -> "25", "$204$" -> "204").
 
     Strips math delimiters, a whole ``\\boxed{}``, ``\\text{}``-style wrappers, LaTeX spacing, ``\\left``/``\\right``,
@@ -120,7 +120,7 @@ def normalize_answer(answer: Optional[str]) -> str:
 _CANON_INT_RE = re.compile(r"^-?\d+$")
 
 
-def is_equivalent(predicted: Optional[str], expected: Optional[str], *, timeout: float = 5.0) -> bool:
+def is_equivalent(predicted: str | None, expected: str | None, *, timeout: float = 5.0) -> bool:
     """Whether `predicted` equals `expected` mathematically: normalization, then math_verify.
 
     Bounded in time: each math_verify step gets `timeout` seconds (rounded up to whole seconds); a
@@ -163,7 +163,7 @@ class _GradeWorker:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._proc: Optional[subprocess.Popen] = None
+        self._proc: subprocess.Popen | None = None
         self._started = False
         atexit.register(self.close)
 
@@ -174,7 +174,10 @@ class _GradeWorker:
         self._started = False
         return subprocess.Popen(
             [sys.executable, "-m", "evals._grade_worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
             start_new_session=True,
         )
 

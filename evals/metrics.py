@@ -22,17 +22,26 @@ For each k, over the problems (percentages are 0-100):
 - every row: ``num_entries`` (problems), ``avg_tokens`` (mean generated tokens over all n samples, truncated),
   ``gen_seconds`` (latest end - earliest start over the samples, truncated).
 """
+
 from __future__ import annotations
 
 import math
 import statistics
 from collections import defaultdict
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from evals.grading import normalize_answer
 
-__all__ = ["MAJORITY_MODES", "pass_at_k", "majority_at_k", "group_samples", "seed_order", "compute_metrics",
-           "published_modes"]
+__all__ = [
+    "MAJORITY_MODES",
+    "pass_at_k",
+    "majority_at_k",
+    "group_samples",
+    "seed_order",
+    "compute_metrics",
+    "published_modes",
+]
 
 MAJORITY_MODES = ("normalized", "raw")
 
@@ -51,8 +60,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def majority_at_k(answers: Sequence[Optional[str]], correct: Sequence[bool], k: int,
-                  majority: str = "normalized") -> float:
+def majority_at_k(
+    answers: Sequence[str | None], correct: Sequence[bool], k: int, majority: str = "normalized"
+) -> float:
     """Score of the most frequent answer among the first k (None ignored); ties: mean of the tied answers'
     correctness; no answer at all: 0. ``majority="raw"`` groups (raw answer, correctness) pairs as NeMo-Skills."""
     if majority not in MAJORITY_MODES:
@@ -101,14 +111,15 @@ def compute_metrics(records: Iterable[Mapping[str, Any]], majority: str = "norma
         return {}
     counts = sorted({len(s) for s in problems.values()})
     if len(counts) > 1:
-        raise ValueError(f"problems have unequal numbers of samples ({', '.join(map(str, counts))}); score the "
-                         "complete seeds only (evals.summarize does)")
+        raise ValueError(
+            f"problems have unequal numbers of samples ({', '.join(map(str, counts))}); score the "
+            "complete seeds only (evals.summarize does)"
+        )
     n = counts[0]
     num = len(problems)
     samples = list(problems.values())
     correct = [[bool(r.get("symbolic_correct")) for r in s] for s in samples]
-    answers = [[None if r.get("predicted_answer") is None else str(r["predicted_answer"]) for r in s]
-               for s in samples]
+    answers = [[None if r.get("predicted_answer") is None else str(r["predicted_answer"]) for r in s] for s in samples]
     common = {
         "num_entries": num,
         "avg_tokens": int(sum(sum(float(r.get("num_generated_tokens") or 0) for r in s) / n for s in samples) / num),
@@ -135,8 +146,9 @@ def compute_metrics(records: Iterable[Mapping[str, Any]], majority: str = "norma
             "std_err_across_runs": std / math.sqrt(k),
         }
         modes[f"pass@1[avg-of-{k}]"] = avg
-        modes[f"majority@{k}"] = row(sum(majority_at_k(a, c, k, majority) for a, c in zip(answers, correct)),
-                                     all_none(k))
+        modes[f"majority@{k}"] = row(
+            sum(majority_at_k(a, c, k, majority) for a, c in zip(answers, correct)), all_none(k)
+        )
         modes[f"pass@{k}"] = row(sum(pass_at_k(n, sum(c), k) for c in correct), all_none(k))
     return modes
 

@@ -8,6 +8,7 @@ file whole), because NeMo-Skills pairs the samples of the ``output-rs*.jsonl`` f
 writer holds an exclusive lock on its file so two runs cannot interleave in one file (the lock dies with its
 process, even on SIGKILL).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -15,8 +16,9 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any
 
 from evals.errors import EvalError
 
@@ -54,7 +56,7 @@ def _remove_stale_tmp(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _scan(path: Path) -> tuple[list[tuple[dict, bytes]], int, Optional[str]]:
+def _scan(path: Path) -> tuple[list[tuple[dict, bytes]], int, str | None]:
     """Parse `path`: ([(record, its line's bytes)], byte length of the good prefix, torn-tail note or None)."""
     data = path.read_bytes()
     entries: list[tuple[dict, bytes]] = []
@@ -75,8 +77,10 @@ def _scan(path: Path) -> tuple[list[tuple[dict, bytes]], int, Optional[str]]:
             except ValueError as e:
                 if nl == len(data) - 1:
                     return entries, good, f"line {lineno} is not valid JSON (torn write)"
-                raise EvalError(f"{path}:{lineno}: corrupt output line ({e}); delete that line and run again "
-                                "(its sample will be redone)") from None
+                raise EvalError(
+                    f"{path}:{lineno}: corrupt output line ({e}); delete that line and run again "
+                    "(its sample will be redone)"
+                ) from None
             entries.append((rec, raw + b"\n"))
         pos = nl + 1
         good = pos
@@ -102,8 +106,9 @@ class JsonlAppender:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._fd)
-            raise EvalError(f"{self.path} is being written by another running process; wait for it or use "
-                            "another --output-dir") from None
+            raise EvalError(
+                f"{self.path} is being written by another running process; wait for it or use another --output-dir"
+            ) from None
         _remove_stale_tmp(self.path)
         _records, good, torn = _scan(self.path)
         if torn is not None:
@@ -130,7 +135,7 @@ class JsonlAppender:
             for line in lines:
                 view = memoryview(line)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
             os.fsync(fd)
             os.replace(tmp, self.path)
         except BaseException:
@@ -152,7 +157,7 @@ class JsonlAppender:
             os.close(self._fd)  # releases the lock
             self._fd = -1
 
-    def __enter__(self) -> "JsonlAppender":
+    def __enter__(self) -> JsonlAppender:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -237,7 +242,6 @@ class SampleStore:
             writer.rewrite([entries[i][1] for i in order])
         return True
 
-
     def close(self) -> None:
         for w in self._writers.values():
             w.close()
@@ -247,7 +251,7 @@ class SampleStore:
 def _starts_with(path: Path, ids: Sequence[str]) -> bool:
     """Whether the file's lines start with exactly `ids`, in that order, and no id repeats."""
     file_ids = [str(r.get("id")) for r in read_records(path)]
-    return file_ids[:len(ids)] == list(ids) and len(set(file_ids)) == len(file_ids)
+    return file_ids[: len(ids)] == list(ids) and len(set(file_ids)) == len(file_ids)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
@@ -281,8 +285,10 @@ def check_run_config(directory: str | os.PathLike, config: Mapping[str, Any], *,
         if isinstance(stored, dict):
             for key in sorted(set(stored) | set(current)):
                 if stored.get(key) != current.get(key):
-                    raise EvalError(f"{directory} holds samples made with {key}={stored.get(key)!r}, this run has "
-                                    f"{key}={current.get(key)!r}; use another --output-dir (or the same settings)")
+                    raise EvalError(
+                        f"{directory} holds samples made with {key}={stored.get(key)!r}, this run has "
+                        f"{key}={current.get(key)!r}; use another --output-dir (or the same settings)"
+                    )
             return
     if write:
         write_json_atomic(path, current)

@@ -1,7 +1,9 @@
 """Text tables in NeMo-Skills' layout, one per benchmark."""
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from evals.metrics import published_modes
 
@@ -20,16 +22,22 @@ def _correct_cell(row: Mapping[str, Any]) -> str:
 
 
 def _cells(mode: str, row: Mapping[str, Any]) -> list[str]:
-    return [mode, str(int(row["num_entries"])), str(int(row["avg_tokens"])), str(int(row["gen_seconds"])),
-            _correct_cell(row), f"{row['no_answer']:.2f}%"]
+    return [
+        mode,
+        str(int(row["num_entries"])),
+        str(int(row["avg_tokens"])),
+        str(int(row["gen_seconds"])),
+        _correct_cell(row),
+        f"{row['no_answer']:.2f}%",
+    ]
 
 
 def format_table(benchmark: str, modes: Mapping[str, Mapping[str, Any]]) -> str:
     """One benchmark's table::
 
-        ------------------------------ aime24 ------------------------------
-        evaluation_mode   | num_entries | ... | symbolic_correct | no_answer
-        pass@1[avg-of-16] | 30          | ... | 96.46% ± 2.50%   | 0.42%
+    ------------------------------ aime24 ------------------------------
+    evaluation_mode   | num_entries | ... | symbolic_correct | no_answer
+    pass@1[avg-of-16] | 30          | ... | 96.46% ± 2.50%   | 0.42%
     """
     rows = [list(COLUMNS)] + [_cells(mode, row) for mode, row in modes.items()]
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
@@ -40,5 +48,6 @@ def format_table(benchmark: str, modes: Mapping[str, Mapping[str, Any]]) -> str:
 
 def format_report(metrics: Mapping[str, Mapping[str, Mapping[str, Any]]], full: bool = False) -> str:
     """All benchmarks' tables, separated by blank lines: the published rows, or every k when ``full``."""
-    return "\n\n".join(format_table(bench, modes if full else published_modes(modes))
-                       for bench, modes in metrics.items() if modes)
+    return "\n\n".join(
+        format_table(bench, modes if full else published_modes(modes)) for bench, modes in metrics.items() if modes
+    )

@@ -5,12 +5,14 @@ disk are skipped; the rest of every job go through one agent (one engine) in one
 ``agent.stream(...)``; each finished sample becomes an output line at once, and a seed's file is put in input
 order as soon as it holds every problem. The agent is only built when something is left to generate.
 """
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 from evals.config import EvalConfig
 from evals.errors import EvalError, one_line, user_error_types
@@ -61,11 +63,15 @@ def render_prompt(template: str, record: Mapping[str, Any], where: str) -> str:
     except KeyError as e:
         name = e.args[0] if e.args else "?"
         fields = ", ".join(sorted(k for k in record if not k.startswith("__")))
-        raise EvalError(f"{where}: the prompt template uses {{{name}}} but the record has no field {name!r} "
-                        f"(fields: {fields}); fix --prompt-template or the input") from None
+        raise EvalError(
+            f"{where}: the prompt template uses {{{name}}} but the record has no field {name!r} "
+            f"(fields: {fields}); fix --prompt-template or the input"
+        ) from None
     except (IndexError, ValueError, AttributeError) as e:
-        raise EvalError(f"prompt template {template[:80]!r}: {one_line(e)}; name fields like {{problem}} and "
-                        "write literal braces as {{ and }}") from None
+        raise EvalError(
+            f"prompt template {template[:80]!r}: {one_line(e)}; name fields like {{problem}} and "
+            "write literal braces as {{ and }}"
+        ) from None
 
 
 def default_agent_factory(**kwargs: Any) -> Any:
@@ -75,7 +81,7 @@ def default_agent_factory(**kwargs: Any) -> Any:
     return Agent(**kwargs)
 
 
-def create_agent(config: EvalConfig, factory: Optional[AgentFactory] = None) -> Any:
+def create_agent(config: EvalConfig, factory: AgentFactory | None = None) -> Any:
     """Build the agent (loading the model); a model that cannot be loaded is one EvalError naming it."""
     if not config.model:
         raise EvalError("no model given; pass --model, e.g. --model openai/gpt-oss-120b")
@@ -86,8 +92,10 @@ def create_agent(config: EvalConfig, factory: Optional[AgentFactory] = None) -> 
     except user_error_types():
         raise
     except Exception as e:
-        raise EvalError(f"cannot start the agent for model {config.model!r} ({type(e).__name__}: "
-                        f"{one_line(e)[:300]}); check --model (hub id or local folder) and the engine flags") from None
+        raise EvalError(
+            f"cannot start the agent for model {config.model!r} ({type(e).__name__}: "
+            f"{one_line(e)[:300]}); check --model (hub id or local folder) and the engine flags"
+        ) from None
     logger.info("loaded %s in %.0f s", config.model, time.monotonic() - start)
     return agent
 
@@ -105,7 +113,7 @@ def pending_items(job: Job, seed: int) -> list[WorkItem]:
     return [WorkItem(job, rec, seed) for rec in job.records if rec["id"] not in done]
 
 
-def _progress_enabled(progress: Optional[bool]) -> bool:
+def _progress_enabled(progress: bool | None) -> bool:
     if progress is not None:
         return progress
     import sys
@@ -129,8 +137,14 @@ def _stream(items: Sequence[WorkItem], agent: Any, config: EvalConfig, progress:
             if task.key not in by_key:
                 continue  # not ours or already written: never write a sample twice
             item = by_key.pop(task.key)
-            rec = build_record(item.record, item.seed, item.job.prompts[item.record["id"]], result,
-                               save_tokens=config.save_tokens, grade_timeout=config.grade_timeout)
+            rec = build_record(
+                item.record,
+                item.seed,
+                item.job.prompts[item.record["id"]],
+                result,
+                save_tokens=config.save_tokens,
+                grade_timeout=config.grade_timeout,
+            )
             item.job.store.append(item.seed, rec)
             progress.update(rec)
             slot = (id(item.job), item.seed)
@@ -142,12 +156,14 @@ def _stream(items: Sequence[WorkItem], agent: Any, config: EvalConfig, progress:
         if close is not None:
             close()  # on an error or Ctrl-C: the agent aborts what is still running
     if by_key:
-        raise EvalError(f"the agent's stream ended with {len(by_key)} samples unfinished; run the same command "
-                        "again to resume them")
+        raise EvalError(
+            f"the agent's stream ended with {len(by_key)} samples unfinished; run the same command again to resume them"
+        )
 
 
-def run_jobs(jobs: Sequence[Job], config: EvalConfig, *, title: str, agent: Any = None,
-             agent_factory: Optional[AgentFactory] = None) -> int:
+def run_jobs(
+    jobs: Sequence[Job], config: EvalConfig, *, title: str, agent: Any = None, agent_factory: AgentFactory | None = None
+) -> int:
     """Generate every missing sample of `jobs`; returns how many were generated now.
 
     Refuses (EvalError) to add samples to a folder whose ``run-config.json`` records other sample settings.
@@ -158,7 +174,7 @@ def run_jobs(jobs: Sequence[Job], config: EvalConfig, *, title: str, agent: Any 
     if agent is not None and config.model is None:
         settings.pop("model")
     owned = agent is None
-    progress: Optional[Progress] = None
+    progress: Progress | None = None
     try:
         for job in jobs:
             check_run_config(job.store.directory, settings, write=False)
@@ -171,8 +187,13 @@ def run_jobs(jobs: Sequence[Job], config: EvalConfig, *, title: str, agent: Any 
             check_run_config(job.store.directory, settings, write=True)
         total = sum(len(job.records) * len(job.seeds) for job in jobs)
         pending = {(id(item.job), item.record["id"], item.seed) for item in items}
-        earlier = [rec for job in jobs for seed in job.seeds for rec in job.store.records(seed)
-                   if (id(job), rec.get("id"), seed) not in pending and rec.get("id") in job.prompts]
+        earlier = [
+            rec
+            for job in jobs
+            for seed in job.seeds
+            for rec in job.store.records(seed)
+            if (id(job), rec.get("id"), seed) not in pending and rec.get("id") in job.prompts
+        ]
         progress = Progress(_progress_enabled(config.progress), title, total, earlier, engine_token_counter(agent))
         _stream(items, agent, config, progress)
         return len(items)

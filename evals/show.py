@@ -4,6 +4,7 @@
 DIR is an output dir, its eval-results folder, one benchmark folder, or a harmony-generate output dir.
 On a terminal the sample is drawn with rich (highlighted code); redirected, it is plain text.
 """
+
 from __future__ import annotations
 
 import sys
@@ -42,9 +43,18 @@ def list_lines(samples: Sequence[tuple[str, int, dict]]) -> list[str]:
     for bench, seed, rec in samples:
         grade = "" if "symbolic_correct" not in rec else ("right" if rec["symbolic_correct"] else "wrong")
         answer = rec.get("predicted_answer")
-        rows.append((bench, str(rec.get("id")), str(seed), "-" if answer is None else str(answer)[:30], grade,
-                     str(rec.get("finish_reason")), str(rec.get("num_generated_tokens", "")),
-                     str(rec.get("code_rounds_executed", ""))))
+        rows.append(
+            (
+                bench,
+                str(rec.get("id")),
+                str(seed),
+                "-" if answer is None else str(answer)[:30],
+                grade,
+                str(rec.get("finish_reason")),
+                str(rec.get("num_generated_tokens", "")),
+                str(rec.get("code_rounds_executed", "")),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
 
@@ -52,8 +62,11 @@ def list_lines(samples: Sequence[tuple[str, int, dict]]) -> list[str]:
 def main(argv: Sequence[str]) -> int:
     from evals.cli import Parser
 
-    p = Parser(prog="harmony-eval show", description="Render a saved sample readably (analysis, each python call "
-               "and its output, the final answer, tokens, time); without --id, list the samples.")
+    p = Parser(
+        prog="harmony-eval show",
+        description="Render a saved sample readably (analysis, each python call "
+        "and its output, the final answer, tokens, time); without --id, list the samples.",
+    )
     p.add_argument("path", help="output dir, eval-results folder, benchmark folder or harmony-generate output dir")
     p.add_argument("--id", help="the sample's problem id (see the listing)")
     p.add_argument("--seed", type=int, help="which sample of that problem (default: the lowest seed)")

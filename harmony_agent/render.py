@@ -5,10 +5,12 @@ status and output, the final answer, and the counts (tokens, calls, seconds). Th
 :class:`~harmony_agent.Result` or on a saved output line of ``harmony-eval`` (``harmony-eval show``), through
 one intermediate :class:`Transcript`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 __all__ = ["MessageView", "Transcript", "message_views", "render_text", "render_rich", "short_repr"]
 
@@ -19,26 +21,37 @@ class MessageView:
 
     role: str
     text: str
-    channel: Optional[str] = None
-    recipient: Optional[str] = None
-    name: Optional[str] = None
+    channel: str | None = None
+    recipient: str | None = None
+    name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"role": self.role, "name": self.name, "channel": self.channel, "recipient": self.recipient,
-                "text": self.text}
+        return {
+            "role": self.role,
+            "name": self.name,
+            "channel": self.channel,
+            "recipient": self.recipient,
+            "text": self.text,
+        }
 
 
 def _view(message: Any) -> MessageView:
     if isinstance(message, MessageView):
         return message
     if isinstance(message, Mapping):
-        return MessageView(str(message.get("role") or ""), str(message.get("text") or ""), message.get("channel"),
-                           message.get("recipient"), message.get("name"))
+        return MessageView(
+            str(message.get("role") or ""),
+            str(message.get("text") or ""),
+            message.get("channel"),
+            message.get("recipient"),
+            message.get("name"),
+        )
     author = message.author
     role = getattr(author.role, "value", str(author.role))
     text = "".join(getattr(part, "text", "") or "" for part in message.content)
-    return MessageView(role, text, message.channel or None, (message.recipient or "").strip() or None,
-                       author.name or None)
+    return MessageView(
+        role, text, message.channel or None, (message.recipient or "").strip() or None, author.name or None
+    )
 
 
 def message_views(messages: Sequence[Any]) -> list[MessageView]:
@@ -51,27 +64,36 @@ class Transcript:
     """What the renderers show; built from a ``Result`` or from a saved output line."""
 
     messages: list[MessageView]
-    tool_calls: list[dict] = field(default_factory=list)    # status, seconds (and code) per executed call
-    problem: Optional[str] = None
-    answer: Optional[str] = None
-    finish_reason: Optional[str] = None
+    tool_calls: list[dict] = field(default_factory=list)  # status, seconds (and code) per executed call
+    problem: str | None = None
+    answer: str | None = None
+    finish_reason: str | None = None
     num_model_tokens: int = 0
     num_tool_tokens: int = 0
-    seconds: Optional[float] = None
-    seed: Optional[int] = None
-    error: Optional[str] = None
-    title: Optional[str] = None                              # e.g. the sample's id
-    verdict: Optional[str] = None                            # e.g. "correct (expected 204)"
+    seconds: float | None = None
+    seed: int | None = None
+    error: str | None = None
+    title: str | None = None  # e.g. the sample's id
+    verdict: str | None = None  # e.g. "correct (expected 204)"
 
     @classmethod
-    def from_result(cls, result: Any) -> "Transcript":
+    def from_result(cls, result: Any) -> Transcript:
         calls = [{"status": c.status, "seconds": c.seconds, "code": c.code} for c in result.tool_calls]
-        return cls(message_views(result.messages), calls, result.problem, result.answer, result.finish_reason,
-                   result.num_model_tokens, result.trajectory.num_tool_tokens, result.seconds, result.seed,
-                   result.error)
+        return cls(
+            message_views(result.messages),
+            calls,
+            result.problem,
+            result.answer,
+            result.finish_reason,
+            result.num_model_tokens,
+            result.trajectory.num_tool_tokens,
+            result.seconds,
+            result.seed,
+            result.error,
+        )
 
     @classmethod
-    def from_record(cls, rec: Mapping[str, Any]) -> "Transcript":
+    def from_record(cls, rec: Mapping[str, Any]) -> Transcript:
         """From an output line (its ``messages``; older lines without them show ``generation`` as it is)."""
         messages = rec.get("messages")
         if messages is None:
@@ -82,14 +104,24 @@ class Transcript:
         verdict = None
         if "symbolic_correct" in rec:
             verdict = ("correct" if rec["symbolic_correct"] else "wrong") + f" (expected {rec.get('expected_answer')})"
-        return cls(views, list(rec.get("tool_calls") or []), problem, rec.get("predicted_answer"),
-                   rec.get("finish_reason"), int(rec.get("num_generated_tokens") or 0),
-                   int(rec.get("num_tool_tokens") or 0), (end - start) if start is not None and end is not None
-                   else None, rec.get("seed"), rec.get("error"), str(rec.get("id")), verdict)
+        return cls(
+            views,
+            list(rec.get("tool_calls") or []),
+            problem,
+            rec.get("predicted_answer"),
+            rec.get("finish_reason"),
+            int(rec.get("num_generated_tokens") or 0),
+            int(rec.get("num_tool_tokens") or 0),
+            (end - start) if start is not None and end is not None else None,
+            rec.get("seed"),
+            rec.get("error"),
+            str(rec.get("id")),
+            verdict,
+        )
 
-    def steps(self) -> list[tuple[str, MessageView, Optional[dict]]]:
+    def steps(self) -> list[tuple[str, MessageView, dict | None]]:
         """``(kind, message, call record)`` in order; kind is analysis, final, call, output or other."""
-        out: list[tuple[str, MessageView, Optional[dict]]] = []
+        out: list[tuple[str, MessageView, dict | None]] = []
         pending = list(self.tool_calls)
         for m in self.messages:
             if m.role == "assistant" and m.recipient:
@@ -134,7 +166,7 @@ def _as_transcript(obj: Any) -> Transcript:
     return Transcript.from_result(obj)
 
 
-def _call_title(index: int, message: MessageView, record: Optional[dict]) -> str:
+def _call_title(index: int, message: MessageView, record: dict | None) -> str:
     title = f"{message.recipient} call {index}"
     if record is not None:
         title += f" · {record.get('status')} · {float(record.get('seconds') or 0.0):.2f} s"
@@ -180,21 +212,36 @@ def render_rich(obj: Any) -> Any:
             style = "green" if record is None or record.get("status") == "ok" else "red"
             parts.append(Panel(code, title=_call_title(index, m, record), title_align="left", border_style=style))
         elif kind == "output":
-            parts.append(Panel(Text(m.text.rstrip() or "(no output)"), title=f"output ({m.name or 'tool'})",
-                               title_align="left", border_style="dim"))
+            parts.append(
+                Panel(
+                    Text(m.text.rstrip() or "(no output)"),
+                    title=f"output ({m.name or 'tool'})",
+                    title_align="left",
+                    border_style="dim",
+                )
+            )
         elif kind == "final":
             parts.append(Panel(Text(m.text.rstrip()), title="final", title_align="left", border_style="bold green"))
         else:
             label = kind if kind != "other" else f"{m.role}{'/' + m.channel if m.channel else ''}"
-            parts.append(Panel(Text(m.text.rstrip(), style="dim" if kind == "analysis" else ""), title=label,
-                               title_align="left", border_style="dim"))
+            parts.append(
+                Panel(
+                    Text(m.text.rstrip(), style="dim" if kind == "analysis" else ""),
+                    title=label,
+                    title_align="left",
+                    border_style="dim",
+                )
+            )
     parts.append(Text(t.footer(), style="bold"))
     return Group(*parts)
 
 
 def short_repr(result: Any) -> str:
     """One line: answer, finish reason, seed, token and call counts, seconds (no token ids)."""
-    return (f"Result(answer={result.answer!r}, finish_reason={result.finish_reason!r}, seed={result.seed!r}, "
-            f"model_tokens={result.num_model_tokens}, tool_tokens={result.trajectory.num_tool_tokens}, "
-            f"tool_calls={len(result.tool_calls)}, seconds={result.seconds:.2f}"
-            + (f", error={result.error!r}" if result.error else "") + ")")
+    return (
+        f"Result(answer={result.answer!r}, finish_reason={result.finish_reason!r}, seed={result.seed!r}, "
+        f"model_tokens={result.num_model_tokens}, tool_tokens={result.trajectory.num_tool_tokens}, "
+        f"tool_calls={len(result.tool_calls)}, seconds={result.seconds:.2f}"
+        + (f", error={result.error!r}" if result.error else "")
+        + ")"
+    )

@@ -8,6 +8,7 @@ the harmony-eval / harmony-generate CLI with this agent (for subprocess tests):
 ``python -m tests.evals_fake_agent eval|generate ARGS...`` (env FAKE_DELAY seconds per sample, FAKE_LOG a
 file that gets one line per task received).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 DATA = Path(os.environ.get("HARMONY_EVAL_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
@@ -47,8 +48,14 @@ def _model_segment(markup: str) -> list[int]:
     return list(get_encoding().encode(markup, allowed_special="all"))
 
 
-def fake_result(problem: str, seed: int, final: str, calls: list[tuple[str, str, str, float]],
-                finish_reason: str = "final", padding: int = 0):
+def fake_result(
+    problem: str,
+    seed: int,
+    final: str,
+    calls: list[tuple[str, str, str, float]],
+    finish_reason: str = "final",
+    padding: int = 0,
+):
     """A real ``harmony_agent.Result`` built the way the scheduler builds one: the prompt rendered to tokens, each
     python call sampled (``<|call|>``) then answered by a rendered tool message, then the final message; the
     messages parsed from those tokens. `calls` are (code, output, status, seconds); `padding` adds analysis
@@ -75,8 +82,16 @@ def fake_result(problem: str, seed: int, final: str, calls: list[tuple[str, str,
     trajectory.append_model(ids, [-0.25] * len(ids))
     messages += parse_completion(ids).messages
     now = time.time()
-    return Result(problem=problem, seed=seed, trajectory=trajectory, messages=messages, tool_calls=records,
-                  finish_reason=finish_reason, started_at=now - 1.0, finished_at=now)
+    return Result(
+        problem=problem,
+        seed=seed,
+        trajectory=trajectory,
+        messages=messages,
+        tool_calls=records,
+        finish_reason=finish_reason,
+        started_at=now - 1.0,
+        finished_at=now,
+    )
 
 
 @dataclass
@@ -87,7 +102,7 @@ class FakeAgent:
     kwargs: dict[str, Any] = field(default_factory=dict)
     received: list[Any] = field(default_factory=list)
     closed: bool = False
-    log: Optional[str] = None
+    log: str | None = None
 
     def __post_init__(self) -> None:
         self.answers = _answers()
@@ -100,10 +115,18 @@ class FakeAgent:
         kind = outcome(problem, task.seed)
         said = {"right": truth, "wrong": str(int(truth) + 1) if truth.isdigit() else truth + "1", "none": None}[kind]
         final = f"The answer is $\\boxed{{{said}}}$." if said is not None else "I could not finish."
-        calls = [("print(1)", "1\n", "ok", 0.25), ("while True: pass", "Execution timed out after 10.0 seconds",
-                                                   "timeout", 10.0)]
-        return fake_result(task.problem, task.seed, final, calls, "final" if said is not None else "length",
-                           padding=(zlib.crc32(problem.encode()) + task.seed) % 50)
+        calls = [
+            ("print(1)", "1\n", "ok", 0.25),
+            ("while True: pass", "Execution timed out after 10.0 seconds", "timeout", 10.0),
+        ]
+        return fake_result(
+            task.problem,
+            task.seed,
+            final,
+            calls,
+            "final" if said is not None else "length",
+            padding=(zlib.crc32(problem.encode()) + task.seed) % 50,
+        )
 
     def stream(self, tasks: Any):
         tasks = list(tasks)
@@ -143,8 +166,15 @@ class FakeFactory:
         assert isinstance(kwargs["prompt"], PromptConfig) and isinstance(kwargs["sampling"], Sampling)
         assert isinstance(kwargs["loop"], LoopConfig)
         # flattened for the tests: every knob by its name in harmony_agent.config
-        self.calls.append({"model": kwargs["model"], "engine_kwargs": kwargs["engine_kwargs"],
-                           **asdict(kwargs["prompt"]), **asdict(kwargs["sampling"]), **asdict(kwargs["loop"])})
+        self.calls.append(
+            {
+                "model": kwargs["model"],
+                "engine_kwargs": kwargs["engine_kwargs"],
+                **asdict(kwargs["prompt"]),
+                **asdict(kwargs["sampling"]),
+                **asdict(kwargs["loop"]),
+            }
+        )
         return agent
 
     @property

@@ -1,5 +1,6 @@
 """harmony-eval end to end with a fake agent (and the real Agent over a scripted engine): output files,
 metrics, resume (also after SIGKILL), summarize, and every bad input -> one line + exit code 2."""
+
 from __future__ import annotations
 
 import json
@@ -21,10 +22,27 @@ from evals.output import read_records
 from .evals_fake_agent import FakeFactory, outcome
 
 ROOT = Path(__file__).resolve().parents[1]
-FIELDS = {"id", "problem", "answer", "expected_answer", "seed", "generation", "predicted_answer", "symbolic_correct",
-          "num_generated_tokens", "num_tool_tokens", "code_rounds_executed", "num_code_timeouts",
-          "code_execution_time", "finish_reason", "generation_start_time", "generation_end_time", "error", "messages",
-          "tool_calls"}
+FIELDS = {
+    "id",
+    "problem",
+    "answer",
+    "expected_answer",
+    "seed",
+    "generation",
+    "predicted_answer",
+    "symbolic_correct",
+    "num_generated_tokens",
+    "num_tool_tokens",
+    "code_rounds_executed",
+    "num_code_timeouts",
+    "code_execution_time",
+    "finish_reason",
+    "generation_start_time",
+    "generation_end_time",
+    "error",
+    "messages",
+    "tool_calls",
+}
 
 
 def run(argv, factory=None, capsys=None):
@@ -39,8 +57,9 @@ def lines(path: Path) -> list[dict]:
 
 def test_end_to_end_files_metrics_and_one_stream(tmp_path, capsys):
     f = FakeFactory()
-    code, out = run(["aime24:4,aime25:2", "--model", "fake/model", "--output-dir", str(tmp_path), "--limit", "3"],
-                    f, capsys)
+    code, out = run(
+        ["aime24:4,aime25:2", "--model", "fake/model", "--output-dir", str(tmp_path), "--limit", "3"], f, capsys
+    )
     assert code == 0, out.err
     # one agent, one stream over every sample of every benchmark
     assert len(f.agents) == 1 and f.agents[0].closed
@@ -49,10 +68,29 @@ def test_end_to_end_files_metrics_and_one_stream(tmp_path, capsys):
     assert {t.seed for t in f.received} == {0, 1, 2, 3}
     assert f.received[0].problem.endswith("\nPlease reason step by step, and put your final answer within \\boxed{}.")
     kw = f.calls[0]
-    assert (kw["model"], kw["python"], kw["reasoning_effort"], kw["temperature"], kw["top_p"], kw["max_tokens"],
-            kw["max_tool_calls"], kw["tool_timeout"], kw["max_output_chars"], kw["engine_kwargs"]) == \
-        ("fake/model", True, "high", 1.0, 1.0, 120000, 100, 10.0, 1000,
-         {"disable_log_stats": False, "use_tqdm_on_load": False})
+    assert (
+        kw["model"],
+        kw["python"],
+        kw["reasoning_effort"],
+        kw["temperature"],
+        kw["top_p"],
+        kw["max_tokens"],
+        kw["max_tool_calls"],
+        kw["tool_timeout"],
+        kw["max_output_chars"],
+        kw["engine_kwargs"],
+    ) == (
+        "fake/model",
+        True,
+        "high",
+        1.0,
+        1.0,
+        120000,
+        100,
+        10.0,
+        1000,
+        {"disable_log_stats": False, "use_tqdm_on_load": False},
+    )
     assert kw["logprobs"] is False  # not saved, so not asked of the engine
     res = tmp_path / "eval-results"
     for bench, n in (("aime24", 4), ("aime25", 2)):
@@ -71,12 +109,19 @@ def test_end_to_end_files_metrics_and_one_stream(tmp_path, capsys):
                 assert [t["status"] for t in r["tool_calls"]] == ["ok", "timeout"]
                 # the conversation as parsed messages beside the raw generation
                 shape = [(m["role"], m["channel"], m["recipient"]) for m in r["messages"]]
-                assert shape == [("user", None, None), ("assistant", "analysis", None),
-                                 ("assistant", "analysis", "python"), ("tool", "analysis", "assistant"),
-                                 ("assistant", "analysis", "python"), ("tool", "analysis", "assistant"),
-                                 ("assistant", "final", None)]
-                assert r["messages"][0]["text"] == r["problem"] + "\nPlease reason step by step, and put your final " \
+                assert shape == [
+                    ("user", None, None),
+                    ("assistant", "analysis", None),
+                    ("assistant", "analysis", "python"),
+                    ("tool", "analysis", "assistant"),
+                    ("assistant", "analysis", "python"),
+                    ("tool", "analysis", "assistant"),
+                    ("assistant", "final", None),
+                ]
+                assert (
+                    r["messages"][0]["text"] == r["problem"] + "\nPlease reason step by step, and put your final "
                     "answer within \\boxed{}."
+                )
                 assert r["messages"][2]["text"] == "print(1)" and r["messages"][3]["text"] == "1\n"
                 assert r["messages"][3]["name"] == "python"
                 assert r["generation_end_time"] >= r["generation_start_time"]
@@ -86,8 +131,9 @@ def test_end_to_end_files_metrics_and_one_stream(tmp_path, capsys):
         assert metrics == {bench: compute_metrics(all_recs)}
         assert f"pass@1[avg-of-{n}]" in metrics[bench] and f"majority@{n}" in metrics[bench]
     assert "- aime24 -" in out.out and "- aime25 -" in out.out
-    assert " | ".join(["evaluation_mode", "num_entries", "avg_tokens", "gen_seconds", "symbolic_correct",
-                       "no_answer"]) in " ".join(out.out.split()).replace(" |", " |")
+    assert " | ".join(
+        ["evaluation_mode", "num_entries", "avg_tokens", "gen_seconds", "symbolic_correct", "no_answer"]
+    ) in " ".join(out.out.split()).replace(" |", " |")
     assert "pass@1[avg-of-4]" in out.out and "eval-results/aime25/metrics.json" in out.out
 
 
@@ -132,25 +178,79 @@ def test_torn_line_from_a_kill_is_cut_and_redone(tmp_path, capsys):
 
 def test_flags_reach_the_agent(tmp_path, capsys):
     f = FakeFactory()
-    code, out = run(["aime24", "--num-samples", "1", "--limit", "1", "--model", "m", "--output-dir", str(tmp_path),
-                     "--no-python", "--tokens-to-generate", "500", "--temperature", "0.6", "--top-p", "0.95",
-                     "--reasoning-effort", "low", "--max-code-executions", "3", "--code-timeout", "2.5",
-                     "--max-code-output-chars", "200", "--tensor-parallel-size", "2", "--max-model-len", "4096",
-                     "--gpu-memory-utilization", "0.8", "--enforce-eager", "--kv-cache-memory-bytes", "256M",
-                     "--engine-arg", "distributed_executor_backend=ray", "--engine-arg", "max_num_seqs=64",
-                     "--max-concurrent", "32", "--seed", "7", "--save-tokens"], f, capsys)
+    code, out = run(
+        [
+            "aime24",
+            "--num-samples",
+            "1",
+            "--limit",
+            "1",
+            "--model",
+            "m",
+            "--output-dir",
+            str(tmp_path),
+            "--no-python",
+            "--tokens-to-generate",
+            "500",
+            "--temperature",
+            "0.6",
+            "--top-p",
+            "0.95",
+            "--reasoning-effort",
+            "low",
+            "--max-code-executions",
+            "3",
+            "--code-timeout",
+            "2.5",
+            "--max-code-output-chars",
+            "200",
+            "--tensor-parallel-size",
+            "2",
+            "--max-model-len",
+            "4096",
+            "--gpu-memory-utilization",
+            "0.8",
+            "--enforce-eager",
+            "--kv-cache-memory-bytes",
+            "256M",
+            "--engine-arg",
+            "distributed_executor_backend=ray",
+            "--engine-arg",
+            "max_num_seqs=64",
+            "--max-concurrent",
+            "32",
+            "--seed",
+            "7",
+            "--save-tokens",
+        ],
+        f,
+        capsys,
+    )
     assert code == 0, out.err
     kw = f.calls[0]
-    assert (kw["python"], kw["max_tokens"], kw["temperature"], kw["top_p"], kw["reasoning_effort"],
-            kw["max_tool_calls"], kw["tool_timeout"], kw["max_output_chars"]) == (False, 500, 0.6, 0.95, "low", 3, 2.5,
-                                                                                 200)
+    assert (
+        kw["python"],
+        kw["max_tokens"],
+        kw["temperature"],
+        kw["top_p"],
+        kw["reasoning_effort"],
+        kw["max_tool_calls"],
+        kw["tool_timeout"],
+        kw["max_output_chars"],
+    ) == (False, 500, 0.6, 0.95, "low", 3, 2.5, 200)
     assert kw["max_concurrent"] == 32
     assert kw["logprobs"] is True  # --save-tokens keeps them
-    assert kw["engine_kwargs"] == {"disable_log_stats": False, "use_tqdm_on_load": False, "tensor_parallel_size": 2,
-                                   "max_model_len": 4096,
-                                   "gpu_memory_utilization": 0.8,
-                                   "enforce_eager": True, "kv_cache_memory_bytes": 256 << 20,
-                                   "distributed_executor_backend": "ray", "max_num_seqs": 64}
+    assert kw["engine_kwargs"] == {
+        "disable_log_stats": False,
+        "use_tqdm_on_load": False,
+        "tensor_parallel_size": 2,
+        "max_model_len": 4096,
+        "gpu_memory_utilization": 0.8,
+        "enforce_eager": True,
+        "kv_cache_memory_bytes": 256 << 20,
+        "distributed_executor_backend": "ray",
+        "max_num_seqs": 64,
+    }
     [r] = lines(tmp_path / "eval-results/aime24/output-rs7.jsonl")  # seed 7 -> output-rs7
     assert r["seed"] == 7
     assert set(r["tokens"]) == {"prompt_ids", "response_ids", "response_mask", "response_logprobs"}
@@ -184,23 +284,57 @@ def test_python_api_run_eval_with_an_agent_object(tmp_path):
 
 def test_input_file_benchmark(tmp_path, capsys):
     p = tmp_path / "mine.jsonl"
-    p.write_text("".join(json.dumps({"uid": f"u{i}", "question": f"Q{i} ANSWER={i}", "sol": str(i)}) + "\n"
-                         for i in range(3)))
+    p.write_text(
+        "".join(json.dumps({"uid": f"u{i}", "question": f"Q{i} ANSWER={i}", "sol": str(i)}) + "\n" for i in range(3))
+    )
     f = FakeFactory()
-    code, out = run(["--input-file", str(p), "--problem-field", "question", "--answer-field", "sol",
-                     "--id-field", "uid", "--num-samples", "2", "--model", "m", "--output-dir", str(tmp_path / "o")],
-                    f, capsys)
+    code, out = run(
+        [
+            "--input-file",
+            str(p),
+            "--problem-field",
+            "question",
+            "--answer-field",
+            "sol",
+            "--id-field",
+            "uid",
+            "--num-samples",
+            "2",
+            "--model",
+            "m",
+            "--output-dir",
+            str(tmp_path / "o"),
+        ],
+        f,
+        capsys,
+    )
     assert code == 0, out.err
     recs = lines(tmp_path / "o/eval-results/mine/output-rs0.jsonl")
     assert sorted(r["id"] for r in recs) == ["u0", "u1", "u2"]
     assert all(r["symbolic_correct"] == (outcome(r["problem"], 0) == "right") for r in recs)
     # the same file as jsonl:PATH
-    code, out = run([f"jsonl:{p}:1", "--problem-field", "question", "--answer-field", "sol", "--id-field", "uid",
-                     "--model", "m", "--output-dir", str(tmp_path / "o")], FakeFactory(), capsys)
+    code, out = run(
+        [
+            f"jsonl:{p}:1",
+            "--problem-field",
+            "question",
+            "--answer-field",
+            "sol",
+            "--id-field",
+            "uid",
+            "--model",
+            "m",
+            "--output-dir",
+            str(tmp_path / "o"),
+        ],
+        FakeFactory(),
+        capsys,
+    )
     assert code == 0 and "- mine -" in out.out
 
 
 # ------------------------------------------------------------------------------------------------ real Agent
+
 
 def test_real_agent_over_a_scripted_engine(tmp_path, capsys):
     """harmony_agent.Agent + its scheduler (scripted engine, in-process python): real Result fields land right."""
@@ -217,8 +351,10 @@ def test_real_agent_over_a_scripted_engine(tmp_path, capsys):
         text = enc.decode(prompt_ids)
         problem = text.split("<|start|>user<|message|>", 1)[1].split("\nPlease reason step by step")[0]
         if turn == 0:
-            return toks("<|channel|>analysis<|message|>Compute.<|end|><|start|>assistant<|channel|>analysis "
-                        f"to=python code<|message|>print({answers[problem]})<|call|>")
+            return toks(
+                "<|channel|>analysis<|message|>Compute.<|end|><|start|>assistant<|channel|>analysis "
+                f"to=python code<|message|>print({answers[problem]})<|call|>"
+            )
         return toks(f"<|channel|>final<|message|>So the answer is \\boxed{{{answers[problem]}}}.<|return|>")
 
     made = []
@@ -243,6 +379,7 @@ def test_real_agent_over_a_scripted_engine(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------------ bad input
 
+
 def one_line_error(out, *needles):
     """The run ends with exactly one error line; anything before it is ours (e.g. "loading m ..."), no tracebacks."""
     lines = out.err.strip().splitlines()
@@ -254,16 +391,19 @@ def one_line_error(out, *needles):
     return lines[-1]
 
 
-@pytest.mark.parametrize("argv,needles", [
-    (["aime23", "--model", "m"], ["unknown benchmark 'aime23'", "aime24, aime25"]),
-    (["aime24:0", "--model", "m"], ["at least 1"]),
-    (["aime24", "--limit", "1"], ["no model given", "--model"]),
-    (["aime24", "--model", "m", "--bogus"], ["unrecognized arguments: --bogus", "--help"]),
-    (["aime24", "--model", "m", "--kv-cache-memory-bytes", "lots"], ["is not a size"]),
-    (["aime24", "--model", "m", "--prompt-template", "{question} \\boxed{}"], ["no field 'question'"]),
-    (["aime24", "--model", "m", "--prompt-template", "{problem} \\boxed{}"], ["literal braces as {{ and }}"]),
-    ([], ["no benchmark given"]),
-])
+@pytest.mark.parametrize(
+    "argv,needles",
+    [
+        (["aime23", "--model", "m"], ["unknown benchmark 'aime23'", "aime24, aime25"]),
+        (["aime24:0", "--model", "m"], ["at least 1"]),
+        (["aime24", "--limit", "1"], ["no model given", "--model"]),
+        (["aime24", "--model", "m", "--bogus"], ["unrecognized arguments: --bogus", "--help"]),
+        (["aime24", "--model", "m", "--kv-cache-memory-bytes", "lots"], ["is not a size"]),
+        (["aime24", "--model", "m", "--prompt-template", "{question} \\boxed{}"], ["no field 'question'"]),
+        (["aime24", "--model", "m", "--prompt-template", "{problem} \\boxed{}"], ["literal braces as {{ and }}"]),
+        ([], ["no benchmark given"]),
+    ],
+)
 def test_bad_arguments(tmp_path, capsys, argv, needles):
     code, out = run([*argv, "--output-dir", str(tmp_path)], FakeFactory(), capsys)
     assert code == 2
@@ -280,8 +420,9 @@ def test_bad_input_files(tmp_path, capsys):
     code, out = run(["--input-file", str(bad), "--model", "m", "--output-dir", str(tmp_path)], FakeFactory(), capsys)
     assert code == 2
     one_line_error(out, "bad.jsonl:2", "missing field 'answer'", "--answer-field")
-    code, out = run(["aime24", "--data-dir", str(tmp_path), "--model", "m", "--output-dir", str(tmp_path)],
-                    FakeFactory(), capsys)
+    code, out = run(
+        ["aime24", "--data-dir", str(tmp_path), "--model", "m", "--output-dir", str(tmp_path)], FakeFactory(), capsys
+    )
     assert code == 2
     one_line_error(out, "has no aime24.jsonl")
     code, out = run(["summarize", str(tmp_path / "nothing")], None, capsys)
@@ -367,8 +508,10 @@ def test_a_second_run_on_the_same_files_is_refused_before_loading_a_model(tmp_pa
     assert not (tmp_path / "eval-results/aime24/output-rs0.jsonl").exists()  # no empty files left behind
     # disjoint seed ranges (data parallel shards) share one output dir fine
     with JsonlAppender(tmp_path / "eval-results/aime24/output-rs1.jsonl"):
-        assert run(["aime24:1", "--model", "m", "--output-dir", str(tmp_path), "--limit", "1"], FakeFactory(),
-                   capsys)[0] == 0
+        assert (
+            run(["aime24:1", "--model", "m", "--output-dir", str(tmp_path), "--limit", "1"], FakeFactory(), capsys)[0]
+            == 0
+        )
 
 
 def test_ctrl_c_keeps_finished_samples_and_closes_the_stream(tmp_path, capsys):
@@ -408,11 +551,24 @@ def test_changed_settings_are_refused_on_resume(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------------ SIGKILL
 
+
 def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(tmp_path):
     out_dir = tmp_path / "o"
     log = tmp_path / "received.log"
-    argv = [sys.executable, "-m", "tests.evals_fake_agent", "eval", "aime24:4", "--model", "m",
-            "--output-dir", str(out_dir), "--limit", "8", "--no-progress"]
+    argv = [
+        sys.executable,
+        "-m",
+        "tests.evals_fake_agent",
+        "eval",
+        "aime24:4",
+        "--model",
+        "m",
+        "--output-dir",
+        str(out_dir),
+        "--limit",
+        "8",
+        "--no-progress",
+    ]
     env = {**os.environ, "FAKE_DELAY": "0.02", "FAKE_LOG": str(log)}
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     folder = out_dir / "eval-results/aime24"
@@ -450,9 +606,11 @@ def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ NeMo-Skills layout
 
+
 def input_ids(bench: str) -> list[str]:
-    return [json.loads(x)["id"] for x in (Path(os.environ["HARMONY_EVAL_DATA"]) / f"{bench}.jsonl").read_text()
-            .splitlines()]
+    return [
+        json.loads(x)["id"] for x in (Path(os.environ["HARMONY_EVAL_DATA"]) / f"{bench}.jsonl").read_text().splitlines()
+    ]
 
 
 def test_files_are_in_input_order_after_finish_order_writes_and_resume(tmp_path, capsys):
@@ -484,8 +642,9 @@ def test_files_are_in_input_order_after_finish_order_writes_and_resume(tmp_path,
 
 
 def test_summarize_accepts_a_benchmark_folder_and_warns_about_unequal_seeds(tmp_path, capsys):
-    assert run(["aime24:4", "--model", "m", "--output-dir", str(tmp_path), "--limit", "5"], FakeFactory(),
-               capsys)[0] == 0
+    assert (
+        run(["aime24:4", "--model", "m", "--output-dir", str(tmp_path), "--limit", "5"], FakeFactory(), capsys)[0] == 0
+    )
     folder = tmp_path / "eval-results/aime24"
     code, whole = run(["summarize", str(tmp_path)], None, capsys)
     assert code == 0 and whole.err == ""
@@ -511,8 +670,9 @@ def test_metrics_json_matches_an_independent_nemo_skills_style_reading(tmp_path,
     import glob
     import math
 
-    assert run(["aime25:12", "--model", "m", "--output-dir", str(tmp_path), "--limit", "6"], FakeFactory(),
-               capsys)[0] == 0
+    assert (
+        run(["aime25:12", "--model", "m", "--output-dir", str(tmp_path), "--limit", "6"], FakeFactory(), capsys)[0] == 0
+    )
     folder = tmp_path / "eval-results/aime25"
     files = sorted(glob.glob(f"{folder}/*.jsonl"))
     rows = list(zip(*[[json.loads(x) for x in open(f)] for f in files]))
@@ -520,8 +680,18 @@ def test_metrics_json_matches_an_independent_nemo_skills_style_reading(tmp_path,
     ours = json.loads((folder / "metrics.json").read_text())["aime25"]
     n, num = len(files), len(rows)
     for k in range(1, n + 1):
-        pk = sum(1 - (math.comb(n - sum(p["symbolic_correct"] for p in row), k) / math.comb(n, k)
-                      if n - sum(p["symbolic_correct"] for p in row) >= k else 0) for row in rows) / num
+        pk = (
+            sum(
+                1
+                - (
+                    math.comb(n - sum(p["symbolic_correct"] for p in row), k) / math.comb(n, k)
+                    if n - sum(p["symbolic_correct"] for p in row) >= k
+                    else 0
+                )
+                for row in rows
+            )
+            / num
+        )
         assert ours[f"pass@{k}"]["symbolic_correct"] == pytest.approx(100 * pk, abs=1e-12)
         none_k = sum(all(p["predicted_answer"] is None for p in row[:k]) for row in rows) / num
         assert ours[f"pass@{k}"]["no_answer"] == pytest.approx(100 * none_k, abs=1e-12)
@@ -534,6 +704,7 @@ def test_metrics_json_matches_an_independent_nemo_skills_style_reading(tmp_path,
 
 # ------------------------------------------------------------------------------------------------ one skeleton
 
+
 def test_eval_config_builds_on_the_agent_configuration():
     from evals.config import EvalConfig
     from harmony_agent import LoopConfig, Sampling
@@ -542,8 +713,10 @@ def test_eval_config_builds_on_the_agent_configuration():
     assert (c.sampling.temperature, c.loop.max_tool_calls, c.prompt.python, c.num_samples) == (0.6, 5, False, 4)
     assert c.loop.max_tokens == LoopConfig().max_tokens and c.sampling.top_p == Sampling().top_p  # one default
     kw = c.agent_kwargs()
-    assert kw["sampling"].logprobs is False and EvalConfig.create(c, save_tokens=True).agent_kwargs()[
-        "sampling"].logprobs is True
+    assert (
+        kw["sampling"].logprobs is False
+        and EvalConfig.create(c, save_tokens=True).agent_kwargs()["sampling"].logprobs is True
+    )
     with pytest.raises(TypeError, match="unknown setting.*temprature"):
         EvalConfig.create(temprature=0.5)
     with pytest.raises(ValueError, match="temperature must be >= 0"):
@@ -555,9 +728,20 @@ def test_eval_config_builds_on_the_agent_configuration():
 def test_help_shows_defaults_and_every_subcommand(capsys):
     assert main(["--help"]) == 0
     text = capsys.readouterr().out
-    for piece in ("--temperature TEMPERATURE", "(default: 1.0)", "--top-p", "--code-timeout", "(default: 10.0)",
-                  "--tokens-to-generate", "(default: 120000)", "--dtype", "--verbose", "--majority",
-                  "harmony-eval summarize DIR", "harmony-eval show DIR"):
+    for piece in (
+        "--temperature TEMPERATURE",
+        "(default: 1.0)",
+        "--top-p",
+        "--code-timeout",
+        "(default: 10.0)",
+        "--tokens-to-generate",
+        "(default: 120000)",
+        "--dtype",
+        "--verbose",
+        "--majority",
+        "harmony-eval summarize DIR",
+        "harmony-eval show DIR",
+    ):
         assert piece in text, piece
     assert main(["summarize", "--help"]) == 0 and "benchmark folder" in capsys.readouterr().out
     assert main(["show", "--help"]) == 0 and "--seed" in capsys.readouterr().out

@@ -1,4 +1,5 @@
 """evals.data: the AIME loaders on ../shared/data, any JSONL file, benchmark specs, the hub path and its failures."""
+
 from __future__ import annotations
 
 import json
@@ -99,6 +100,7 @@ def test_parse_benchmarks():
 
 # ---------------------------------------------------------------------------------- Hugging Face hub path
 
+
 def _no_local_data(monkeypatch):
     monkeypatch.delenv(DATA_ENV, raising=False)
 
@@ -136,18 +138,31 @@ def test_hub_rows_are_normalized(monkeypatch):
     def load_dataset(name, config=None, split=None):
         calls.append((name, config, split))
         if name == "HuggingFaceH4/aime_2024":
-            return [{"id": 60, "problem": "P1", "answer": "204", "solution": "...", "year": "2024",
-                     "url": "https://artofproblemsolving.com/wiki/index.php/2024_AIME_I_Problems/Problem_1"},
-                    {"id": 61, "problem": "P2", "answer": "25", "url": "https://x/2024_AIME_II_Problems/Problem_4"}]
+            return [
+                {
+                    "id": 60,
+                    "problem": "P1",
+                    "answer": "204",
+                    "solution": "...",
+                    "year": "2024",
+                    "url": "https://artofproblemsolving.com/wiki/index.php/2024_AIME_I_Problems/Problem_1",
+                },
+                {"id": 61, "problem": "P2", "answer": "25", "url": "https://x/2024_AIME_II_Problems/Problem_4"},
+            ]
         return [{"question": f"{config} q{i}", "answer": str(i)} for i in range(2)]
 
     fake.load_dataset = load_dataset
     monkeypatch.setitem(sys.modules, "datasets", fake)
     a24 = load_benchmark("aime24")
-    assert [(r["id"], r["problem"], r["expected_answer"]) for r in a24] == [("2024-I-1", "P1", "204"),
-                                                                            ("2024-II-4", "P2", "25")]
+    assert [(r["id"], r["problem"], r["expected_answer"]) for r in a24] == [
+        ("2024-I-1", "P1", "204"),
+        ("2024-II-4", "P2", "25"),
+    ]
     a25 = load_benchmark("aime25")
     assert [r["id"] for r in a25] == ["2025-I-1", "2025-I-2", "2025-II-1", "2025-II-2"]
     assert a25[2]["problem"] == "AIME2025-II q0"
-    assert calls == [("HuggingFaceH4/aime_2024", None, "train"), ("opencompass/AIME2025", "AIME2025-I", "test"),
-                     ("opencompass/AIME2025", "AIME2025-II", "test")]
+    assert calls == [
+        ("HuggingFaceH4/aime_2024", None, "train"),
+        ("opencompass/AIME2025", "AIME2025-I", "test"),
+        ("opencompass/AIME2025", "AIME2025-II", "test"),
+    ]

@@ -2,6 +2,7 @@
 
 Each command runs in its own process, as a user runs it: it loads the model from its folder itself.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,18 @@ import pytest
 
 from harmony_agent.testing import SCRIPTED_PROBLEMS
 
-ENGINE_FLAGS = ["--max-model-len", "4096", "--kv-cache-memory-bytes", "256M", "--enforce-eager",
-                "--engine-arg", "dtype=float32", "--tokens-to-generate", "300", "--no-progress"]
+ENGINE_FLAGS = [
+    "--max-model-len",
+    "4096",
+    "--kv-cache-memory-bytes",
+    "256M",
+    "--enforce-eager",
+    "--engine-arg",
+    "dtype=float32",
+    "--tokens-to-generate",
+    "300",
+    "--no-progress",
+]
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,21 +34,28 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def user_env(**extra: str) -> dict:
     """The environment of a user's shell: no logging or warning settings of ours (the CLI chooses them)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_LOGGING", "HARMONY_EVAL_QUIET"))
-           and k not in ("PYTHONWARNINGS", "TORCH_CPP_LOG_LEVEL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("VLLM_LOGGING", "HARMONY_EVAL_QUIET"))
+        and k not in ("PYTHONWARNINGS", "TORCH_CPP_LOG_LEVEL")
+    }
     return {**env, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", **extra}
 
 
 def run(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=user_env(),
-                          timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=user_env(), timeout=timeout, cwd=ROOT
+    )
 
 
 def assert_clean_console(proc: subprocess.CompletedProcess, prog: str = "harmony-eval") -> None:
     """stdout holds only our results; stderr only our own lines (no vLLM log line, warning or traceback)."""
     for line in proc.stdout.splitlines():
-        assert not any(noise in line for noise in ("INFO", "WARNING", "ERROR", "vllm", "Traceback", "Warning",
-                                                   "Loading safetensors")), proc.stdout
+        assert not any(
+            noise in line
+            for noise in ("INFO", "WARNING", "ERROR", "vllm", "Traceback", "Warning", "Loading safetensors")
+        ), proc.stdout
     assert all(line.startswith(f"{prog}: ") for line in proc.stderr.splitlines()), proc.stderr
 
 
@@ -48,16 +66,33 @@ def read_lines(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def scripted_jsonl(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "scripted.jsonl"
-    path.write_text("".join(json.dumps({"id": f"s{i}", "problem": p.problem, "answer": p.answer}) + "\n"
-                            for i, p in enumerate(SCRIPTED_PROBLEMS)))
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"s{i}", "problem": p.problem, "answer": p.answer}) + "\n"
+            for i, p in enumerate(SCRIPTED_PROBLEMS)
+        )
+    )
     return path
 
 
 def test_harmony_eval_on_aime24_and_a_jsonl_benchmark_in_one_run(tiny_model_path, scripted_jsonl, tmp_path):
     out = tmp_path / "run"
-    args = ["aime24,jsonl:" + str(scripted_jsonl), "--num-samples", "2", "--limit", "2", "--model",
-            str(tiny_model_path), "--output-dir", str(out), "--temperature", "0", "--reasoning-effort", "low",
-            *ENGINE_FLAGS]
+    args = [
+        "aime24,jsonl:" + str(scripted_jsonl),
+        "--num-samples",
+        "2",
+        "--limit",
+        "2",
+        "--model",
+        str(tiny_model_path),
+        "--output-dir",
+        str(out),
+        "--temperature",
+        "0",
+        "--reasoning-effort",
+        "low",
+        *ENGINE_FLAGS,
+    ]
     proc = run("evals.cli", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_clean_console(proc)
@@ -75,8 +110,16 @@ def test_harmony_eval_on_aime24_and_a_jsonl_benchmark_in_one_run(tiny_model_path
     lines = read_lines(out / "eval-results" / "scripted" / "output-rs0.jsonl")
     assert len(lines) == 2 and all(line["symbolic_correct"] for line in lines)
     assert all(line["code_rounds_executed"] >= 1 and line["finish_reason"] == "final" for line in lines)
-    for key in ("generation", "predicted_answer", "num_generated_tokens", "num_tool_tokens", "num_code_timeouts",
-                "code_execution_time", "generation_start_time", "generation_end_time"):
+    for key in (
+        "generation",
+        "predicted_answer",
+        "num_generated_tokens",
+        "num_tool_tokens",
+        "num_code_timeouts",
+        "code_execution_time",
+        "generation_start_time",
+        "generation_end_time",
+    ):
         assert key in lines[0]
     metrics = json.loads((out / "eval-results" / "scripted" / "metrics.json").read_text())
     assert metrics["scripted"]["pass@1[avg-of-2]"]["symbolic_correct"] == 100.0
@@ -113,10 +156,29 @@ def test_harmony_eval_on_aime24_and_a_jsonl_benchmark_in_one_run(tiny_model_path
 def test_harmony_generate_chunks_and_merge_on_the_real_engine(tiny_model_path, scripted_jsonl, tmp_path):
     out = tmp_path / "sdg"
     for chunk in ("0", "1"):
-        proc = run("evals.generate", "--input-file", str(scripted_jsonl), "--output-dir", str(out),
-                   "--prompt-template", "{problem}", "--answer-field", "answer", "--num-samples", "1",
-                   "--num-chunks", "2", "--chunk-id", chunk, "--model", str(tiny_model_path), "--temperature", "0",
-                   "--save-tokens", *ENGINE_FLAGS)
+        proc = run(
+            "evals.generate",
+            "--input-file",
+            str(scripted_jsonl),
+            "--output-dir",
+            str(out),
+            "--prompt-template",
+            "{problem}",
+            "--answer-field",
+            "answer",
+            "--num-samples",
+            "1",
+            "--num-chunks",
+            "2",
+            "--chunk-id",
+            chunk,
+            "--model",
+            str(tiny_model_path),
+            "--temperature",
+            "0",
+            "--save-tokens",
+            *ENGINE_FLAGS,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert_clean_console(proc, "harmony-generate")
     merged = run("evals.generate", "merge", str(out))
@@ -130,23 +192,33 @@ def test_harmony_generate_chunks_and_merge_on_the_real_engine(tiny_model_path, s
     assert token_keys, with_tokens.keys()
 
 
-@pytest.mark.parametrize("module,prog,flag,needle", [
-    ("evals.cli", "harmony-eval", ["--temperature", "-1"], "argument --temperature: must be >= 0"),
-    ("evals.cli", "harmony-eval", ["--top-p", "1.5"], "argument --top-p: must be in (0, 1]"),
-    ("evals.cli", "harmony-eval", ["--code-timeout", "0"], "argument --code-timeout: must be seconds in (0, 86400]"),
-    ("evals.cli", "harmony-eval", ["--model", "./no/such"], "argument --model: './no/such': no such folder"),
-    ("evals.cli", "harmony-eval", ["--dtype", "float8"], "argument --dtype: invalid choice: 'float8'"),
-    ("evals.generate", "harmony-generate", ["--max-code-executions", "-1"], "argument --max-code-executions"),
-    ("evals.generate", "harmony-generate", ["--tokens-to-generate", "0"], "argument --tokens-to-generate"),
-])
-def test_bad_flags_exit_2_at_once_without_loading_the_model(tiny_model_path, scripted_jsonl, tmp_path, module,
-                                                            prog, flag, needle):
+@pytest.mark.parametrize(
+    "module,prog,flag,needle",
+    [
+        ("evals.cli", "harmony-eval", ["--temperature", "-1"], "argument --temperature: must be >= 0"),
+        ("evals.cli", "harmony-eval", ["--top-p", "1.5"], "argument --top-p: must be in (0, 1]"),
+        (
+            "evals.cli",
+            "harmony-eval",
+            ["--code-timeout", "0"],
+            "argument --code-timeout: must be seconds in (0, 86400]",
+        ),
+        ("evals.cli", "harmony-eval", ["--model", "./no/such"], "argument --model: './no/such': no such folder"),
+        ("evals.cli", "harmony-eval", ["--dtype", "float8"], "argument --dtype: invalid choice: 'float8'"),
+        ("evals.generate", "harmony-generate", ["--max-code-executions", "-1"], "argument --max-code-executions"),
+        ("evals.generate", "harmony-generate", ["--tokens-to-generate", "0"], "argument --tokens-to-generate"),
+    ],
+)
+def test_bad_flags_exit_2_at_once_without_loading_the_model(
+    tiny_model_path, scripted_jsonl, tmp_path, module, prog, flag, needle
+):
     import time
 
     inputs = ["jsonl:" + str(scripted_jsonl)] if module == "evals.cli" else ["--input-file", str(scripted_jsonl)]
     start = time.monotonic()
-    proc = run(module, *inputs, "--model", str(tiny_model_path), "--output-dir", str(tmp_path / "o"), *ENGINE_FLAGS,
-               *flag)
+    proc = run(
+        module, *inputs, "--model", str(tiny_model_path), "--output-dir", str(tmp_path / "o"), *ENGINE_FLAGS, *flag
+    )
     took = time.monotonic() - start
     assert proc.returncode == 2 and proc.stdout == ""
     [line] = proc.stderr.splitlines()  # one line, no "loading ..." before it
@@ -165,15 +237,33 @@ def test_ctrl_c_ends_with_one_line_and_130_then_resume(tiny_model_path, scripted
     out = tmp_path / "run"
     # greedy: seeded sampling trips a bug of vLLM's CPU build in multiprocessing mode ("CPU Generator does not
     # use offset"); 16 at a time, so that most samples are still to come when the first ones are written
-    args = ["aime24:8", "--limit", "30", "--model", str(tiny_model_path), "--output-dir", str(out),
-            "--temperature", "0", "--max-concurrent", "16", *ENGINE_FLAGS]
+    args = [
+        "aime24:8",
+        "--limit",
+        "30",
+        "--model",
+        str(tiny_model_path),
+        "--output-dir",
+        str(out),
+        "--temperature",
+        "0",
+        "--max-concurrent",
+        "16",
+        *ENGINE_FLAGS,
+    ]
     env = user_env()
     env.pop("VLLM_ENABLE_V1_MULTIPROCESSING")
     err = tmp_path / "err"
     with open(err, "w") as stderr, open(tmp_path / "out", "w") as stdout:
-        proc = subprocess.Popen([sys.executable, "-m", "evals.cli", *args], stdout=stdout, stderr=stderr, env=env,
-                                cwd=ROOT, start_new_session=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "evals.cli", *args],
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            cwd=ROOT,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         folder = out / "eval-results" / "aime24"
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline and proc.poll() is None:

@@ -1,4 +1,5 @@
 """harmony-generate: prompt templates, resumability, chunks + merge, bad input (one line, exit code 2)."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,25 @@ def test_generate_with_template_and_resume(tmp_path, capsys):
     inp = write_input(tmp_path / "in.jsonl")
     out = tmp_path / "out"
     f = FakeFactory()
-    code, cap = gen(["--input-file", str(inp), "--output-dir", str(out), "--prompt-template", TEMPLATE,
-                     "--num-samples", "2", "--model", "m", "--no-python", "--answer-field", "ans"], f, capsys)
+    code, cap = gen(
+        [
+            "--input-file",
+            str(inp),
+            "--output-dir",
+            str(out),
+            "--prompt-template",
+            TEMPLATE,
+            "--num-samples",
+            "2",
+            "--model",
+            "m",
+            "--no-python",
+            "--answer-field",
+            "ans",
+        ],
+        f,
+        capsys,
+    )
     assert code == 0, cap.err
     assert f.calls[0]["python"] is False and len(f.received) == 14
     assert "Solve T0: ANSWER=0\nPut the answer in \\boxed{}." in {t.problem for t in f.received}
@@ -46,8 +64,28 @@ def test_generate_with_template_and_resume(tmp_path, capsys):
         assert {"generation", "predicted_answer", "symbolic_correct", "num_generated_tokens", "finish_reason"} <= set(r)
         assert all(x["symbolic_correct"] == (outcome(x["prompt"], s) == "right") for x in recs)
     f2 = FakeFactory()
-    assert gen(["--input-file", str(inp), "--output-dir", str(out), "--prompt-template", TEMPLATE,
-                "--num-samples", "2", "--model", "m", "--no-python", "--answer-field", "ans"], f2, capsys)[0] == 0
+    assert (
+        gen(
+            [
+                "--input-file",
+                str(inp),
+                "--output-dir",
+                str(out),
+                "--prompt-template",
+                TEMPLATE,
+                "--num-samples",
+                "2",
+                "--model",
+                "m",
+                "--no-python",
+                "--answer-field",
+                "ans",
+            ],
+            f2,
+            capsys,
+        )[0]
+        == 0
+    )
     assert f2.calls == []  # all done: nothing regenerated
 
 
@@ -56,8 +94,20 @@ def test_template_file_and_no_answer_field(tmp_path, capsys):
     tf = tmp_path / "t.txt"
     tf.write_text("Topic {topic}\nthink hard\n")
     f = FakeFactory()
-    code, cap = gen(["--input-file", str(inp), "--output-dir", str(tmp_path / "o"), "--prompt-template-file", str(tf),
-                     "--model", "m"], f, capsys)
+    code, cap = gen(
+        [
+            "--input-file",
+            str(inp),
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--prompt-template-file",
+            str(tf),
+            "--model",
+            "m",
+        ],
+        f,
+        capsys,
+    )
     assert code == 0, cap.err
     assert sorted(t.problem for t in f.received) == ["Topic T0\nthink hard", "Topic T1\nthink hard"]
     recs = lines(tmp_path / "o/output-rs0.jsonl")
@@ -67,8 +117,20 @@ def test_template_file_and_no_answer_field(tmp_path, capsys):
 def test_chunks_and_merge(tmp_path, capsys):
     inp = write_input(tmp_path / "in.jsonl", 7)
     out = tmp_path / "out"
-    common = ["--input-file", str(inp), "--output-dir", str(out), "--prompt-template", TEMPLATE, "--num-samples", "2",
-              "--model", "m", "--num-chunks", "3"]
+    common = [
+        "--input-file",
+        str(inp),
+        "--output-dir",
+        str(out),
+        "--prompt-template",
+        TEMPLATE,
+        "--num-samples",
+        "2",
+        "--model",
+        "m",
+        "--num-chunks",
+        "3",
+    ]
     seen = []
     for cid in (2, 0):  # out of order, and chunk 1 missing for now
         f = FakeFactory()
@@ -101,8 +163,18 @@ def test_chunks_and_merge(tmp_path, capsys):
 
 def test_chunk_of_another_input_is_refused(tmp_path, capsys):
     inp = write_input(tmp_path / "in.jsonl", 4)
-    common = ["--output-dir", str(tmp_path / "o"), "--prompt-template", "{topic}", "--model", "m", "--num-chunks", "2",
-              "--chunk-id", "0"]
+    common = [
+        "--output-dir",
+        str(tmp_path / "o"),
+        "--prompt-template",
+        "{topic}",
+        "--model",
+        "m",
+        "--num-chunks",
+        "2",
+        "--chunk-id",
+        "0",
+    ]
     assert gen(["--input-file", str(inp), *common], FakeFactory(), capsys)[0] == 0
     other = tmp_path / "other.jsonl"
     other.write_text("".join(json.dumps({"id": f"z{i}", "topic": "x"}) + "\n" for i in range(4)))
@@ -110,18 +182,22 @@ def test_chunk_of_another_input_is_refused(tmp_path, capsys):
     assert code == 2 and "another input" in cap.err and cap.err.strip().count("\n") == 0
 
 
-@pytest.mark.parametrize("extra,needle", [
-    (["--prompt-template", "{nope} x"], "uses {nope} but the record has no field 'nope' (fields: ans, id, topic)"),
-    (["--prompt-template", "{topic} \\boxed{}"], "literal braces as {{ and }}"),
-    (["--num-chunks", "2", "--chunk-id", "2"], "need 0 <= chunk-id < num-chunks"),
-    (["--answer-field", "missing"], "missing field 'missing'"),
-    (["--prompt-template-file", "/nonexistent/t.txt"], "cannot read --prompt-template-file"),
-    (["--num-samples", "0"], "argument --num-samples: must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--prompt-template", "{nope} x"], "uses {nope} but the record has no field 'nope' (fields: ans, id, topic)"),
+        (["--prompt-template", "{topic} \\boxed{}"], "literal braces as {{ and }}"),
+        (["--num-chunks", "2", "--chunk-id", "2"], "need 0 <= chunk-id < num-chunks"),
+        (["--answer-field", "missing"], "missing field 'missing'"),
+        (["--prompt-template-file", "/nonexistent/t.txt"], "cannot read --prompt-template-file"),
+        (["--num-samples", "0"], "argument --num-samples: must be >= 1, got 0"),
+    ],
+)
 def test_bad_input(tmp_path, capsys, extra, needle):
     inp = write_input(tmp_path / "in.jsonl", 2)
-    code, cap = gen(["--input-file", str(inp), "--output-dir", str(tmp_path / "o"), "--model", "m", *extra],
-                    FakeFactory(), capsys)
+    code, cap = gen(
+        ["--input-file", str(inp), "--output-dir", str(tmp_path / "o"), "--model", "m", *extra], FakeFactory(), capsys
+    )
     err = cap.err.strip()
     assert code == 2 and err.startswith("harmony-generate: error: ") and "\n" not in err
     assert needle in err, err
@@ -130,8 +206,9 @@ def test_bad_input(tmp_path, capsys, extra, needle):
 def test_bad_input_file_and_merge_without_chunks(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": 1}\n{oops}\n')
-    code, cap = gen(["--input-file", str(bad), "--output-dir", str(tmp_path / "o"), "--model", "m"], FakeFactory(),
-                    capsys)
+    code, cap = gen(
+        ["--input-file", str(bad), "--output-dir", str(tmp_path / "o"), "--model", "m"], FakeFactory(), capsys
+    )
     assert code == 2 and "bad.jsonl:2: malformed JSON" in cap.err
     code, cap = gen(["merge", str(tmp_path / "o")], None, capsys)
     assert code == 2 and "no chunk folders" in cap.err

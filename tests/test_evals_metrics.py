@@ -1,4 +1,5 @@
 """evals.metrics and evals.report on hand-computed cases."""
+
 from __future__ import annotations
 
 import math
@@ -10,13 +11,23 @@ from evals.report import format_report, format_table
 
 
 def rec(pid, seed, answer, correct, tokens=100, start=100.0, end=101.0):
-    return {"id": pid, "seed": seed, "predicted_answer": answer, "symbolic_correct": correct,
-            "num_generated_tokens": tokens, "generation_start_time": start, "generation_end_time": end}
+    return {
+        "id": pid,
+        "seed": seed,
+        "predicted_answer": answer,
+        "symbolic_correct": correct,
+        "num_generated_tokens": tokens,
+        "generation_start_time": start,
+        "generation_end_time": end,
+    }
 
 
 def metrics_of(answers_by_problem, correct_by_problem, **kw):
-    recs = [rec(pid, seed, a, c, **kw) for pid in answers_by_problem
-            for seed, (a, c) in enumerate(zip(answers_by_problem[pid], correct_by_problem[pid]))]
+    recs = [
+        rec(pid, seed, a, c, **kw)
+        for pid in answers_by_problem
+        for seed, (a, c) in enumerate(zip(answers_by_problem[pid], correct_by_problem[pid]))
+    ]
     return compute_metrics(recs)
 
 
@@ -24,9 +35,9 @@ def test_pass_at_k_unbiased():
     assert pass_at_k(4, 0, 2) == 0.0
     assert pass_at_k(4, 4, 1) == 1.0
     assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
-    assert pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)      # 1 - C(3,2)/C(4,2)
-    assert pass_at_k(4, 2, 2) == pytest.approx(1 - 1 / 6)      # 1 - C(2,2)/C(4,2)
-    assert pass_at_k(4, 2, 3) == 1.0                           # n - c < k
+    assert pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)  # 1 - C(3,2)/C(4,2)
+    assert pass_at_k(4, 2, 2) == pytest.approx(1 - 1 / 6)  # 1 - C(2,2)/C(4,2)
+    assert pass_at_k(4, 2, 3) == 1.0  # n - c < k
     assert pass_at_k(16, 15, 16) == 1.0
     with pytest.raises(ValueError):
         pass_at_k(2, 1, 3)
@@ -34,8 +45,9 @@ def test_pass_at_k_unbiased():
 
 def test_every_k_from_1_to_n_and_no_avg_of_1():
     m = metrics_of({"a": ["1"] * 5}, {"a": [True] * 5})
-    assert list(m) == ["pass@1"] + [x for k in range(2, 6) for x in (f"pass@1[avg-of-{k}]", f"majority@{k}",
-                                                                     f"pass@{k}")]
+    assert list(m) == ["pass@1"] + [
+        x for k in range(2, 6) for x in (f"pass@1[avg-of-{k}]", f"majority@{k}", f"pass@{k}")
+    ]
     assert "pass@1[avg-of-1]" not in m and "majority@1" not in m
     assert list(metrics_of({"a": ["1"]}, {"a": [True]})) == ["pass@1"]
 
@@ -45,17 +57,17 @@ def test_pass_at_1_is_correct_over_all_samples_and_its_no_answer_the_first_sampl
     # first sample only)
     m = metrics_of({"x": [None, "3"], "y": ["4", None]}, {"x": [False, True], "y": [True, False]})
     assert m["pass@1"]["symbolic_correct"] == pytest.approx(50.0)
-    assert m["pass@1"]["no_answer"] == pytest.approx(50.0)          # only x's first sample lacks one
+    assert m["pass@1"]["no_answer"] == pytest.approx(50.0)  # only x's first sample lacks one
     assert m["pass@1[avg-of-2]"]["no_answer"] == pytest.approx(50.0)  # mean share over the first 2
     assert m["pass@2"]["no_answer"] == 0.0 and m["majority@2"]["no_answer"] == 0.0  # no problem lacks all
-    assert m["majority@2"]["symbolic_correct"] == 100.0              # None ignored: the one answer wins
-    m = metrics_of({"x": ["5", None]}, {"x": [False, True]})        # pass@1 counts sample 2 too
+    assert m["majority@2"]["symbolic_correct"] == 100.0  # None ignored: the one answer wins
+    m = metrics_of({"x": ["5", None]}, {"x": [False, True]})  # pass@1 counts sample 2 too
     assert m["pass@1"]["symbolic_correct"] == pytest.approx(50.0) and m["pass@1"]["no_answer"] == 0.0
 
 
 def test_pass_at_k_no_answer_is_the_share_of_problems_whose_first_k_all_lack_one():
     m = metrics_of({"d": [None, None, "7", "7"]}, {"d": [False, False, True, True]})
-    assert m["pass@2"]["no_answer"] == 100.0   # first 2 lack an answer (not C(2,2)/C(4,2))
+    assert m["pass@2"]["no_answer"] == 100.0  # first 2 lack an answer (not C(2,2)/C(4,2))
     assert m["majority@2"]["no_answer"] == 100.0 and m["majority@2"]["symbolic_correct"] == 0.0
     assert m["pass@3"]["no_answer"] == 0.0 and m["majority@3"]["symbolic_correct"] == 100.0
     assert m["pass@2"]["symbolic_correct"] == pytest.approx(100 * (1 - 1 / 6))  # but pass@k uses all n
@@ -63,27 +75,29 @@ def test_pass_at_k_no_answer_is_the_share_of_problems_whose_first_k_all_lack_one
 
 
 def test_avg_tokens_over_all_samples_in_every_row_truncated_and_gen_seconds_truncated():
-    recs = [rec("a", s, "1", True, tokens=t) for s, t in enumerate((10, 20, 30, 42))]       # mean 25.5
-    recs += [rec("b", s, "1", True, tokens=t) for s, t in enumerate((50, 50, 50, 51))]      # 50.25
-    recs += [rec("c", s, "1", True, tokens=t) for s, t in enumerate((61, 61, 61, 62))]      # 61.25
+    recs = [rec("a", s, "1", True, tokens=t) for s, t in enumerate((10, 20, 30, 42))]  # mean 25.5
+    recs += [rec("b", s, "1", True, tokens=t) for s, t in enumerate((50, 50, 50, 51))]  # 50.25
+    recs += [rec("c", s, "1", True, tokens=t) for s, t in enumerate((61, 61, 61, 62))]  # 61.25
     recs[0]["generation_start_time"], recs[-1]["generation_end_time"] = 90.0, 130.9
     m = compute_metrics(recs)
-    assert {row["avg_tokens"] for row in m.values()} == {45}      # 137/3 = 45.67 -> 45 (not 46), every row
-    assert {row["gen_seconds"] for row in m.values()} == {40}     # 130.9 - 90 = 40.9 -> 40 (not 41)
+    assert {row["avg_tokens"] for row in m.values()} == {45}  # 137/3 = 45.67 -> 45 (not 46), every row
+    assert {row["gen_seconds"] for row in m.values()} == {40}  # 130.9 - 90 = 40.9 -> 40 (not 41)
     assert {row["num_entries"] for row in m.values()} == {3}
 
 
 def test_hand_computed_rows_and_statistics():
     # a: 5,5,None,6 (5 right); b: no answers; c: 1,2,2,3 (1 right)
-    m = metrics_of({"a": ["5", "5", None, "6"], "b": [None] * 4, "c": ["1", "2", "2", "3"]},
-                   {"a": [True, True, False, False], "b": [False] * 4, "c": [True, False, False, False]})
+    m = metrics_of(
+        {"a": ["5", "5", None, "6"], "b": [None] * 4, "c": ["1", "2", "2", "3"]},
+        {"a": [True, True, False, False], "b": [False] * 4, "c": [True, False, False, False]},
+    )
     assert m["pass@1"]["symbolic_correct"] == pytest.approx(100 * (2 / 4 + 0 + 1 / 4) / 3)
     assert m["pass@1"]["no_answer"] == pytest.approx(100 / 3)
     assert m["pass@1[avg-of-2]"]["symbolic_correct"] == pytest.approx(100 * (1 + 0 + 0.5) / 3)
     assert m["pass@1[avg-of-4]"]["symbolic_correct"] == pytest.approx(100 * (0.5 + 0 + 0.25) / 3)
     assert m["pass@1[avg-of-4]"]["no_answer"] == pytest.approx(100 * (0.25 + 1 + 0) / 3)
     assert m["majority@2"]["symbolic_correct"] == pytest.approx(100 * (1 + 0 + 0.5) / 3)  # c: 1 vs 2 tie
-    assert m["majority@3"]["symbolic_correct"] == pytest.approx(100 / 3)                  # c: 2 wins
+    assert m["majority@3"]["symbolic_correct"] == pytest.approx(100 / 3)  # c: 2 wins
     assert m["majority@4"]["symbolic_correct"] == pytest.approx(100 / 3)
     assert m["majority@4"]["no_answer"] == pytest.approx(100 / 3)
     assert m["pass@2"]["symbolic_correct"] == pytest.approx(100 * ((1 - 1 / 6) + 0 + 0.5) / 3)
@@ -120,13 +134,13 @@ def test_majority_ties_get_mean_correctness():
     assert majority_at_k(["1", "1", "2", "2", "3"], [False, False, True, True, False], 5) == 0.5
     assert majority_at_k(["1", "2", "3"], [True, False, False], 3) == pytest.approx(1 / 3)  # 3-way tie
     assert majority_at_k([None, None], [False, False], 2) == 0.0
-    assert majority_at_k(["5", "6", "6", "6"], [True, False, False, False], 2) == 0.5      # first k only
+    assert majority_at_k(["5", "6", "6", "6"], [True, False, False, False], 2) == 0.5  # first k only
 
 
 def test_majority_groups_equivalent_spellings_unless_raw():
     answers, correct = ["204", "0204", "7", "7"], [True, True, False, False]
-    assert majority_at_k(answers, correct, 4) == 0.5               # {204, 0204} ties {7, 7}
-    assert majority_at_k(answers, correct, 4, "raw") == 0.0        # NeMo-Skills: "7" has 2 votes, the others 1
+    assert majority_at_k(answers, correct, 4) == 0.5  # {204, 0204} ties {7, 7}
+    assert majority_at_k(answers, correct, 4, "raw") == 0.0  # NeMo-Skills: "7" has 2 votes, the others 1
     recs = [rec("a", s, a, c) for s, (a, c) in enumerate(zip(answers, correct))]
     assert compute_metrics(recs)["majority@4"]["symbolic_correct"] == 50.0
     assert compute_metrics(recs, majority="raw")["majority@4"]["symbolic_correct"] == 0.0
@@ -146,31 +160,72 @@ def test_empty_records():
 
 def test_table_layout():
     modes = {
-        "pass@1[avg-of-16]": {"num_entries": 30, "avg_tokens": 13306, "gen_seconds": 1645,
-                              "symbolic_correct": 96.4583, "no_answer": 0.41666,
-                              "symbolic_correct_statistics": {"avg": 0.964583, "std_dev_across_runs": 0.025,
-                                                              "avg_sample_std_dev": 0.1, "std_err_across_runs": 0.006}},
-        "majority@16": {"num_entries": 30, "avg_tokens": 13306, "gen_seconds": 1645, "symbolic_correct": 100.0,
-                        "no_answer": 0.0},
-        "pass@16": {"num_entries": 30, "avg_tokens": 13306, "gen_seconds": 1645, "symbolic_correct": 100.0,
-                    "no_answer": 0.0},
+        "pass@1[avg-of-16]": {
+            "num_entries": 30,
+            "avg_tokens": 13306,
+            "gen_seconds": 1645,
+            "symbolic_correct": 96.4583,
+            "no_answer": 0.41666,
+            "symbolic_correct_statistics": {
+                "avg": 0.964583,
+                "std_dev_across_runs": 0.025,
+                "avg_sample_std_dev": 0.1,
+                "std_err_across_runs": 0.006,
+            },
+        },
+        "majority@16": {
+            "num_entries": 30,
+            "avg_tokens": 13306,
+            "gen_seconds": 1645,
+            "symbolic_correct": 100.0,
+            "no_answer": 0.0,
+        },
+        "pass@16": {
+            "num_entries": 30,
+            "avg_tokens": 13306,
+            "gen_seconds": 1645,
+            "symbolic_correct": 100.0,
+            "no_answer": 0.0,
+        },
     }
     lines = format_table("aime24", modes).splitlines()
     assert lines[0].strip("-") == " aime24 " and len(lines[0]) == len(lines[1])
-    assert [c.strip() for c in lines[1].split("|")] == ["evaluation_mode", "num_entries", "avg_tokens",
-                                                        "gen_seconds", "symbolic_correct", "no_answer"]
+    assert [c.strip() for c in lines[1].split("|")] == [
+        "evaluation_mode",
+        "num_entries",
+        "avg_tokens",
+        "gen_seconds",
+        "symbolic_correct",
+        "no_answer",
+    ]
     # the spread across runs beside the accuracy, as NeMo-Skills prints it
-    assert [c.strip() for c in lines[2].split("|")] == ["pass@1[avg-of-16]", "30", "13306", "1645", "96.46% ± 2.50%",
-                                                        "0.42%"]
+    assert [c.strip() for c in lines[2].split("|")] == [
+        "pass@1[avg-of-16]",
+        "30",
+        "13306",
+        "1645",
+        "96.46% ± 2.50%",
+        "0.42%",
+    ]
     assert [c.strip() for c in lines[3].split("|")] == ["majority@16", "30", "13306", "1645", "100.00%", "0.00%"]
     assert [c.strip() for c in lines[4].split("|")] == ["pass@16", "30", "13306", "1645", "100.00%", "0.00%"]
     assert len(lines) == 5
 
 
 def test_report_prints_the_published_rows_unless_all_k():
-    records = [{"id": str(p), "seed": s, "predicted_answer": "1", "symbolic_correct": s % 2 == 0,
-                "num_generated_tokens": 10, "generation_start_time": 0.0, "generation_end_time": 1.0}
-               for p in range(2) for s in range(4)]
+    records = [
+        {
+            "id": str(p),
+            "seed": s,
+            "predicted_answer": "1",
+            "symbolic_correct": s % 2 == 0,
+            "num_generated_tokens": 10,
+            "generation_start_time": 0.0,
+            "generation_end_time": 1.0,
+        }
+        for p in range(2)
+        for s in range(4)
+    ]
     metrics = {"b": compute_metrics(records)}
     published = [line.split("|")[0].strip() for line in format_report(metrics).splitlines()[2:5]]
     assert published == ["pass@1[avg-of-4]", "majority@4", "pass@4"]

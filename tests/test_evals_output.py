@@ -1,4 +1,5 @@
 """evals.output: durable appends, torn last lines, corrupt lines, locking and the run-config guard."""
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,10 @@ def test_corrupt_middle_line_is_a_clear_error(tmp_path):
 def test_second_writer_on_the_same_file_is_refused(tmp_path):
     p = tmp_path / "o.jsonl"
     with JsonlAppender(p):
-        code = ("import sys; from evals.output import JsonlAppender; from evals.errors import EvalError\n"
-                "try:\n    JsonlAppender(sys.argv[1])\nexcept EvalError as e:\n    print(e); sys.exit(3)\n")
+        code = (
+            "import sys; from evals.output import JsonlAppender; from evals.errors import EvalError\n"
+            "try:\n    JsonlAppender(sys.argv[1])\nexcept EvalError as e:\n    print(e); sys.exit(3)\n"
+        )
         r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=60)
         assert r.returncode == 3 and "being written by another running process" in r.stdout
     JsonlAppender(p).close()  # free again once the first writer is gone
@@ -123,10 +126,12 @@ def test_rewrite_is_atomic_under_sigkill(tmp_path):
     p = tmp_path / "output-rs0.jsonl"
     ids = [f"p{i}" for i in range(2000)]
     p.write_text("".join(json.dumps({"id": i, "pad": "x" * 200}) + "\n" for i in reversed(ids)))
-    code = ("import sys, random; from evals.output import SampleStore\n"
-            "s = SampleStore(sys.argv[1]); ids = sys.argv[2].split(',')\n"
-            "print('go', flush=True)\n"
-            "while True:\n    random.shuffle(ids); s.put_in_order(0, ids)\n")
+    code = (
+        "import sys, random; from evals.output import SampleStore\n"
+        "s = SampleStore(sys.argv[1]); ids = sys.argv[2].split(',')\n"
+        "print('go', flush=True)\n"
+        "while True:\n    random.shuffle(ids); s.put_in_order(0, ids)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), ",".join(ids)], stdout=subprocess.PIPE)
     assert proc.stdout.readline().strip() == b"go"
     import time

@@ -1,4 +1,5 @@
 """Readable trajectories: str(result) / rich for a Result, and `harmony-eval show` for a saved sample."""
+
 from __future__ import annotations
 
 import io
@@ -10,16 +11,29 @@ from evals.cli import main
 
 from .evals_fake_agent import FakeFactory, fake_result
 
-CALLS = [("x = 6 * 7\nprint(x)", "42\n", "ok", 0.01), ("while True: pass", "Execution timed out after 10.0 seconds",
-                                                         "timeout", 10.0)]
+CALLS = [
+    ("x = 6 * 7\nprint(x)", "42\n", "ok", 0.01),
+    ("while True: pass", "Execution timed out after 10.0 seconds", "timeout", 10.0),
+]
 
 
 def test_str_shows_analysis_calls_outputs_answer_and_counts():
     result = fake_result("What is 6*7?", 3, "So \\boxed{42}.", CALLS, padding=2)
     text = str(result)
-    order = ["What is 6*7?", "--- analysis ---", "Let me think.", "--- python call 1 · ok · 0.01 s ---",
-             "x = 6 * 7\nprint(x)", "--- output (python) ---", "42", "--- python call 2 · timeout · 10.00 s ---",
-             "Execution timed out after 10.0 seconds", "--- final ---", "So \\boxed{42}.", "answer 42"]
+    order = [
+        "What is 6*7?",
+        "--- analysis ---",
+        "Let me think.",
+        "--- python call 1 · ok · 0.01 s ---",
+        "x = 6 * 7\nprint(x)",
+        "--- output (python) ---",
+        "42",
+        "--- python call 2 · timeout · 10.00 s ---",
+        "Execution timed out after 10.0 seconds",
+        "--- final ---",
+        "So \\boxed{42}.",
+        "answer 42",
+    ]
     positions = [text.index(piece) for piece in order]
     assert positions == sorted(positions), text
     footer = text.splitlines()[-1]
@@ -45,8 +59,13 @@ def test_repr_is_short_and_rich_renders_highlighted_code():
 
 
 def test_show_lists_and_renders_a_saved_sample(tmp_path, capsys):
-    assert main(["aime24:2", "--model", "m", "--output-dir", str(tmp_path), "--limit", "3", "--no-progress"],
-                agent_factory=FakeFactory()) == 0
+    assert (
+        main(
+            ["aime24:2", "--model", "m", "--output-dir", str(tmp_path), "--limit", "3", "--no-progress"],
+            agent_factory=FakeFactory(),
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["show", str(tmp_path)]) == 0
     listing = capsys.readouterr().out.splitlines()
@@ -66,8 +85,10 @@ def test_show_lists_and_renders_a_saved_sample(tmp_path, capsys):
 def test_progress_counts_resumed_samples_and_says_what_its_throughput_counts():
     from evals.progress import Progress, engine_token_counter
 
-    earlier = [{"symbolic_correct": True, "code_rounds_executed": 2, "num_generated_tokens": 500},
-               {"symbolic_correct": False, "code_rounds_executed": 1, "num_generated_tokens": 700}]
+    earlier = [
+        {"symbolic_correct": True, "code_rounds_executed": 2, "num_generated_tokens": 500},
+        {"symbolic_correct": False, "code_rounds_executed": 1, "num_generated_tokens": 700},
+    ]
     p = Progress(False, "t", 4, earlier)
     p.update({"symbolic_correct": True, "code_rounds_executed": 3, "num_generated_tokens": 100})
     assert (p.done, p.resumed, p.tool_calls, p.graded, p.correct) == (3, 2, 6, 3, 2)
@@ -108,9 +129,23 @@ def test_show_works_on_a_generate_output_dir(tmp_path, capsys):
 
     inp = tmp_path / "in.jsonl"
     inp.write_text("".join(json.dumps({"id": f"q{i}", "topic": f"T{i}"}) + "\n" for i in range(2)))
-    assert generate_main(["--input-file", str(inp), "--output-dir", str(tmp_path / "gen"), "--model", "m",
-                          "--prompt-template", "Solve {topic}: ANSWER=7", "--no-progress"],
-                         agent_factory=FakeFactory()) == 0
+    assert (
+        generate_main(
+            [
+                "--input-file",
+                str(inp),
+                "--output-dir",
+                str(tmp_path / "gen"),
+                "--model",
+                "m",
+                "--prompt-template",
+                "Solve {topic}: ANSWER=7",
+                "--no-progress",
+            ],
+            agent_factory=FakeFactory(),
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["show", str(tmp_path / "gen"), "--id", "q1"]) == 0
     text = capsys.readouterr().out
