@@ -251,7 +251,7 @@ class Session:
             log.warning("session %s did not read its channel for %.1f s: killed", proc.session_pid, seconds)
         self._check_not_closed()
         self._restart(proc, hard_deadline, kill=True, respawn=False)
-        return ExecResult(texts.timeout_lost(limit), "timeout", True, time.monotonic() - start)
+        return ExecResult(texts.timeout_lost(limit), "timeout", True, seconds)
 
     def _cell_text(self, reply: dict[str, Any]) -> str:
         """The cell's own output from an untrusted reply: a valid string, cut to the limit with the marker."""
@@ -291,7 +291,7 @@ class Session:
         if kill:
             self._pool._kill_proc(proc)
             # Normally gone in milliseconds; the template reaps it in any case.
-            proc.wait_exit(time.monotonic() + EXIT_WAIT if respawn else max(deadline, time.monotonic() + 0.01))
+            proc.wait_exit(time.monotonic() + EXIT_WAIT if respawn else deadline)
         status = self._pool._release_proc(proc, status_deadline=None if kill else deadline)
         if respawn and time.monotonic() < deadline:
             try:
