@@ -495,7 +495,7 @@ def _state(pid: int) -> str | None:
         return None
 
 
-HARD_KILL_SLACK = 0.15  # scheduling delay of a loaded machine; the bound itself is timeout + 0.5 s
+HARD_KILL_SLACK = 0.25  # scheduling delay of a loaded machine; the bound itself is timeout + 0.5 s
 
 
 @pytest.mark.parametrize(
@@ -513,7 +513,7 @@ def test_hard_kill_returns_by_timeout_plus_grace(cell):
         late = time.monotonic() - t - 0.5
         assert (r.status, r.state_lost) == ("timeout", True)
         assert 0.4 <= late <= p.interrupt_grace + HARD_KILL_SLACK, late
-        deadline = time.monotonic() + 2.0  # killed before run() returned; a loaded machine may take a moment
+        deadline = time.monotonic() + 2.0  # killed before run() returned; on a loaded machine it may take a moment
         while _state(old) not in ("Z", "X", None) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert _state(old) in ("Z", "X", None)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import logging
 import os
 import platform
@@ -162,8 +163,10 @@ def compile_filter() -> CompiledFilter:
 _FALLBACK = {"x86_64": {"keyctl": 250}, "aarch64": {"keyctl": 219}}
 
 
+@functools.cache
 def syscall_number(name: str) -> int:
-    """The native number of a syscall (e.g. keyctl, which the standard library does not wrap)."""
+    """The native number of a syscall (e.g. keyctl, which the standard library does not wrap). Cached: the
+    template resolves keyctl before forking, so sessions do not call into libseccomp for it."""
     try:
         import pyseccomp as sc
     except ImportError:

@@ -290,7 +290,9 @@ class Session:
         self.restarts += 1
         if kill:
             self._pool._kill_proc(proc)
-            # Normally gone in milliseconds; the template reaps it in any case.
+            # Gone in milliseconds, normally within KILL_MARGIN of a hard kill. On a heavily loaded machine the
+            # killed process may need longer to be scheduled and die: a hard kill does not wait past its bound
+            # for that (the process is SIGKILLed, its CPU time is over; the template reaps it).
             proc.wait_exit(time.monotonic() + EXIT_WAIT if respawn else deadline)
         status = self._pool._release_proc(proc, status_deadline=None if kill else deadline)
         if respawn and time.monotonic() < deadline:

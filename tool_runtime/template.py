@@ -39,7 +39,7 @@ import traceback
 from typing import Any
 
 from . import cleanup, fsview, limits, seccomp
-from .child import make_shell, session_entry, warm_up
+from .child import make_shell, session_entry, warm_lock_down, warm_up
 from .config import RuntimeConfig
 from .protocol import FrameReader, PeerClosed, ProtocolError, encode, send_frame
 
@@ -216,6 +216,7 @@ class Template:
         shell = make_shell()
         warm_up(shell, cfg.warmup if all(m in preloaded for m in ("numpy", "sympy")) else "1 + 1", "1/0")
         self.shell = shell
+        warm_lock_down()
         # No collection before the freeze: it would leave freed holes in pages that sessions then fill with
         # their own objects (copying the pages). Frozen objects are never scanned by a session's collector.
         gc.freeze()
