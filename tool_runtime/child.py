@@ -287,6 +287,19 @@ class CellRunner:
 # --------------------------------------------------------------------------------------------- the process
 
 
+SESSION_ENV = ("HOME", "TMPDIR", "PWD")  # set to the work dir in each session; USER and LOGNAME to "session"
+
+
+def warm_lock_down() -> None:
+    """Run, in the template, the Python code every session runs in `_lock_down` (environment writes, reseeding)
+    often enough that the interpreter has specialized it: a session then only reads those code objects instead
+    of copying the pages that hold them (about 0.1 MiB per session)."""
+    for _ in range(20):
+        os.environ["TOOL_RUNTIME_WARM_UP"] = "1"
+        del os.environ["TOOL_RUNTIME_WARM_UP"]
+        _reseed()
+
+
 def _reseed() -> None:
     random.seed()
     np_random = sys.modules.get("numpy.random")
@@ -380,7 +393,10 @@ def _lock_down(
     if seccomp_filter is not None:
         seccomp_filter.load()
 
-    os.environ.update(HOME=workdir, TMPDIR=workdir, PWD=workdir, USER="session", LOGNAME="session")
+    # One key at a time: os.environ.update runs _collections_abc code no cell needs (0.3 MiB of copied pages).
+    for key in SESSION_ENV:
+        os.environ[key] = workdir
+    os.environ["USER"] = os.environ["LOGNAME"] = "session"
     tempfile.tempdir = None
     _reseed()
     gc.enable()

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXIT_WAIT = 1.0  # seconds to wait for a killed session to be gone (the kernel ends it in milliseconds)
+# A cell that ignores SIGINT is killed this long before `timeout + interrupt_grace`, so that the kill and the
+# kernel ending the session fit in the bound and run() returns by it (the seed's sandbox: timeout + 0.5 s).
+KILL_MARGIN = 0.1
 CLOSE_WAIT = 2.0  # close(): seconds to wait for a run() in another thread to let go (it is woken by the kill),
 # and then for the template to have removed the session's files (it may be busy)
 
@@ -185,8 +188,9 @@ class Session:
     def run(self, code: str, timeout: float | None = None) -> ExecResult:
         """Run one cell; `timeout` (seconds) overrides the pool's default for this call only.
 
-        Returns by `timeout + interrupt_grace` (plus restarting the session when it had to be killed and the
-        template hands over a new one at once). Raises SessionClosedError when the session is or gets closed."""
+        Returns by `timeout + interrupt_grace`; a cell still running `interrupt_grace - KILL_MARGIN` seconds
+        after its SIGINT is killed (state lost) and the next call starts a fresh process. Raises
+        SessionClosedError when the session is or gets closed."""
         if not isinstance(code, str):
             raise TypeError(f"code must be str, not {type(code).__name__}")
         limit = self._pool.timeout if timeout is None else check_timeout(timeout, "timeout")
@@ -231,8 +235,9 @@ class Session:
 
         # Timed out (or the session did not even take the code): interrupt, which keeps the state ...
         proc.signal(signal.SIGINT)
+        kill_at = max(start + limit, hard_deadline - KILL_MARGIN)
         try:
-            reply: dict[str, Any] | None = call.wait(hard_deadline)
+            reply: dict[str, Any] | None = call.wait(kill_at)
         except (TimeoutError, PeerClosed, OSError, ProtocolError):
             reply = None
         seconds = time.monotonic() - start
@@ -240,12 +245,12 @@ class Session:
             if not reply.get("interrupted"):
                 return self._finish(reply, seconds)  # it finished on its own just as the limit passed
             return ExecResult(texts.timeout_kept(self._cell_text(reply), limit), "timeout", False, seconds)
-        # ... or, when the cell does not stop or the session does not read its channel, kill the session; a
-        # fresh one is forked (now if the template has one ready, else by the next call): state lost.
+        # ... or, when the cell does not stop or the session does not read its channel, kill the session and
+        # return by `hard_deadline`; the fresh process is forked by the next call (this one has used its time).
         if not call.sent:
             log.warning("session %s did not read its channel for %.1f s: killed", proc.session_pid, seconds)
         self._check_not_closed()
-        self._restart(proc, hard_deadline, kill=True)
+        self._restart(proc, hard_deadline, kill=True, respawn=False)
         return ExecResult(texts.timeout_lost(limit), "timeout", True, seconds)
 
     def _cell_text(self, reply: dict[str, Any]) -> str:
@@ -278,16 +283,19 @@ class Session:
         if self._closed:
             raise SessionClosedError("session was closed while the cell was running")
 
-    def _restart(self, proc: _Proc, deadline: float, *, kill: bool) -> dict[str, Any] | None:
-        """Retire `proc` and fork a fresh session if that can be done by `deadline` (else the next run forks
-        one). Returns how `proc` ended, when the template tells in time."""
+    def _restart(self, proc: _Proc, deadline: float, *, kill: bool, respawn: bool = True) -> dict[str, Any] | None:
+        """Retire `proc` and, with `respawn`, fork a fresh session if that can be done by `deadline` (else the
+        next run forks one). Returns how `proc` ended, when the template tells in time."""
         self._proc = None
         self.restarts += 1
         if kill:
             self._pool._kill_proc(proc)
-            proc.wait_exit(time.monotonic() + EXIT_WAIT)
+            # Gone in milliseconds, normally within KILL_MARGIN of a hard kill. On a heavily loaded machine the
+            # killed process may need longer to be scheduled and die: a hard kill does not wait past its bound
+            # for that (the process is SIGKILLed, its CPU time is over; the template reaps it).
+            proc.wait_exit(time.monotonic() + EXIT_WAIT if respawn else deadline)
         status = self._pool._release_proc(proc, status_deadline=None if kill else deadline)
-        if time.monotonic() < deadline:
+        if respawn and time.monotonic() < deadline:
             try:
                 self._adopt(self._pool._spawn(deadline))
             except SessionClosedError:

@@ -7,7 +7,7 @@ by forking the user's process, which may hold CUDA contexts, OpenMP threads and 
    cleaning up every session first;
 2. without root, enters a user namespace of its own where the kernel allows it (and goes on as PID 1 of a PID
    namespace it owns); joins a fresh session keyring; enters a private mount namespace and builds the
-   sessions' read-only view of the host in it (fsview.py); builds the syscall filter (seccomp.py); enters an
+   sessions' read-only view of the host in it (fsview.py); compiles the syscall filter (seccomp.py); enters an
    empty network namespace, probes PID namespaces and cgroups, and decides the isolation plan every session
    must apply (reported to the pool as `info`, with the reason for whatever is not in force);
 3. imports the preload modules, builds the IPython shell, runs the warm-up cells, freezes the GC heap and checks
@@ -39,7 +39,7 @@ import traceback
 from typing import Any
 
 from . import cleanup, fsview, limits, seccomp
-from .child import make_shell, session_entry, warm_up
+from .child import make_shell, session_entry, warm_lock_down, warm_up
 from .config import RuntimeConfig
 from .protocol import FrameReader, PeerClosed, ProtocolError, encode, send_frame
 
@@ -75,7 +75,7 @@ class Template:
         self.info: dict[str, Any] = {}
         self.spares: collections.deque[dict[str, Any]] = collections.deque()
         self.root_parent_fd: int | None = None
-        self.seccomp_filter: Any = None
+        self.seccomp_filter: seccomp.CompiledFilter | None = None
         self.dying: dict[int, dict[str, Any]] = {}  # released, killed, not reaped yet
         self.janitors: list[subprocess.Popen] = []  # `rm -rf` of work dirs on the host (no view)
 
@@ -173,7 +173,7 @@ class Template:
         seccomp_ok = False
         if cfg.seccomp:
             try:
-                self.seccomp_filter = seccomp.build_filter()
+                self.seccomp_filter = seccomp.compile_filter()
                 seccomp_ok = True
             except Exception as exc:  # noqa: BLE001 - e.g. no libseccomp on this machine
                 notes["seccomp"] = f"{type(exc).__name__}: {exc}"
@@ -216,6 +216,7 @@ class Template:
         shell = make_shell()
         warm_up(shell, cfg.warmup if all(m in preloaded for m in ("numpy", "sympy")) else "1 + 1", "1/0")
         self.shell = shell
+        warm_lock_down()
         # No collection before the freeze: it would leave freed holes in pages that sessions then fill with
         # their own objects (copying the pages). Frozen objects are never scanned by a session's collector.
         gc.freeze()
