@@ -28,6 +28,9 @@ class Result:
     ``messages`` are the Harmony messages after the prompt (assistant and tool), parsed from the tokens.
     ``finish_reason``: ``final`` (the model answered), ``length`` (generation budget), ``context`` (the context
     window is full), ``max_tool_calls`` (it kept calling after being told no executions were left), ``error``.
+    ``prompt_tokens_prefilled`` / ``prompt_tokens_cached``: over all of the trajectory's requests (the first
+    prompt and every re-submission after a tool call), the prompt tokens the engine computed and those it reused
+    from its prefix cache; their sum is every prompt token submitted. What the tool turns cost in prefill.
     """
 
     problem: str | None
@@ -39,6 +42,8 @@ class Result:
     started_at: float = 0.0
     finished_at: float = 0.0
     error: str | None = None
+    prompt_tokens_prefilled: int = 0
+    prompt_tokens_cached: int = 0
 
     @property
     def final_text(self) -> str:

@@ -39,6 +39,8 @@ class _Live:
     turn: int = 0
     session: Any = None
     request_id: str | None = None
+    prompt_tokens_prefilled: int = 0
+    prompt_tokens_cached: int = 0
 
     @property
     def generated(self) -> int:
@@ -145,6 +147,8 @@ class Scheduler:
                        in_tools: dict[int, _Live], tool_done: queue.SimpleQueue,
                        workers: ThreadPoolExecutor) -> None:
         ids = completion.token_ids
+        state.prompt_tokens_cached += completion.cached_tokens  # the request's prompt is the whole trajectory
+        state.prompt_tokens_prefilled += len(state.trajectory) - completion.cached_tokens
         state.trajectory.append_model(ids, completion.logprobs)
         parsed = parse_completion(ids)
         state.messages.extend(parsed.messages)
@@ -233,5 +237,7 @@ class Scheduler:
             started_at=state.started_at,
             finished_at=time.time(),
             error=error,
+            prompt_tokens_prefilled=state.prompt_tokens_prefilled,
+            prompt_tokens_cached=state.prompt_tokens_cached,
         )
         finished.append((state.task, result))
