@@ -17,7 +17,6 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 import pytest  # noqa: E402
 
-
 #: Engine settings of the real-engine tests. float32: bf16 matmuls take a slow fallback path on CPUs without bf16
 #: instructions (the Llama replays exactly in both; tests/test_tiny_model.py checks bf16 in a child process).
 #: No max_model_len: the context length comes from the model (4096 for the Llama, 131072 for gpt-oss).

