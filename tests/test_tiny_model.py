@@ -183,8 +183,9 @@ def test_transformers_greedy_replays_every_script(built):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(built.path, dtype=torch.float32).eval()
+    configs = CONFIGS if built.arch == "llama" else CONFIGS[::2]  # CI time; vLLM replays gpt-oss on all of them
     for entry in tiny.TRAINED_SCRIPTS:
-        for config in CONFIGS:
+        for config in configs:
             for suffix in SUFFIXES:
                 segments = tiny.transcript_segments(entry, config, problem=entry.problem + suffix)
                 ids = [t for _, seg in segments for t in seg]
