@@ -1,7 +1,8 @@
 """Benchmark of the agent loop on the real vLLM engine (CPU build here; the same script runs on a GPU).
 
 Prints its figures and ends with one JSON line:
-``{"loop_vs_raw": .., "continuous_vs_barrier": .., "loop_cpu_ms_per_turn": {"turn100": .., "turn5000": ..}, ..}``
+``{"loop_vs_raw": .., "continuous_vs_barrier": .., "loop_cpu_ms_per_turn": {"turn100": .., "turn5000": ..},
+"cache_reuse": {"llama": .., "gpt_oss": ..}, ..}``
 
 - loop_vs_raw: generated tokens/s of ``Agent`` over raw ``LLM.generate`` on the same engine, model and number of
   generated tokens, with a python call every ``--call-every`` tokens (target >= 0.95).
@@ -9,6 +10,12 @@ Prints its figures and ends with one JSON line:
   continuous scheduler, a call after 50-350 generated tokens, tool latency random in 0-2 s (target >= 1.5),
   on the vLLM engine; ``continuous_vs_barrier_decode_bound`` is the same comparison on a stand-in engine whose
   step costs the same at any batch size, as a GPU's decode does (the CPU engine here is compute-bound).
+- cache_reuse: prompt tokens vLLM reused from its prefix cache over prompt tokens re-submitted after tool calls,
+  measured per request (``RequestOutput.num_cached_tokens``) on the loop_vs_raw workload, for the random Llama
+  and for a random model of gpt-oss's architecture (sliding-window/full attention with sinks, experts: vLLM's
+  hybrid KV-cache manager). Printed beside it: the share that whole-block reuse allows (every full block of
+  what the previous request computed) at this build's block size and at 16-token blocks (GPUs), and the tokens
+  each tool turn recomputes.
 - append_vs_rerender: per-turn CPU cost of re-rendering a 100-turn, ~100k-token conversation over appending
   the new tokens as the loop does (target >= 20).
 - loop_cpu_ms_per_turn: the loop's own CPU time per turn (completion handled, call run in a trivial session,
@@ -95,21 +102,98 @@ class ForcedCalls(AdapterLogitsProcessor):
         return force
 
 
-def bench_model(path: Path) -> Path:
-    """A random-weight Llama with the full vocabulary (cached)."""
+def bench_model(path: Path, arch: str = "llama") -> Path:
+    """A random-weight model with the full vocabulary (cached): a Llama, or gpt-oss's architecture."""
     if (path / "config.json").exists():
         return path
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import GenerationConfig
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=201088, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
-                         num_attention_heads=2, num_key_value_heads=2, head_dim=64, max_position_embeddings=8192,
-                         tie_word_embeddings=True, eos_token_id=200002, bos_token_id=199998)
+    if arch == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        config = LlamaConfig(vocab_size=201088, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+                             num_attention_heads=2, num_key_value_heads=2, head_dim=64, max_position_embeddings=8192,
+                             tie_word_embeddings=True, eos_token_id=200002, bos_token_id=199998)
+        model = LlamaForCausalLM(config)
+    else:  # the real models' layer pattern (sliding window 128 / full), sinks, experts, YaRN (run with 8192 context)
+        from transformers import GptOssConfig, GptOssForCausalLM
+
+        config = GptOssConfig(vocab_size=201088, hidden_size=128, intermediate_size=128, num_hidden_layers=4,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=64, num_local_experts=4,
+                              num_experts_per_tok=2, sliding_window=128, max_position_embeddings=131072,
+                              eos_token_id=200002, bos_token_id=199998)
+        model = GptOssForCausalLM(config)
     tmp = path.with_name(path.name + ".tmp")
-    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp)
+    model.to(torch.bfloat16).save_pretrained(tmp)
     GenerationConfig(eos_token_id=200002, bos_token_id=199998).save_pretrained(tmp)
     tmp.rename(path)
     return path
+
+
+class ReuseMeter:
+    """An Engine wrapper noting, for each re-submission, its length, what vLLM reused and what it computed before.
+
+    A re-submission is a request whose prompt extends a finished request's prompt and output (the loop only
+    appends); ``computed`` is what that request put in the KV cache: its prompt and all but its last output token.
+    """
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.max_model_len = engine.max_model_len
+        self.prompts: dict[str, list[int]] = {}
+        self.finished: list[list[int]] = []
+        self.resubmissions: list[tuple[int, int, int]] = []  # (prompt tokens, reused, computed by the previous)
+
+    def submit(self, request: Request, sampling: Sampling) -> None:
+        self.prompts[request.request_id] = request.prompt_ids
+        self.engine.submit(request, sampling)
+
+    def step(self) -> list[Completion]:
+        done = self.engine.step()
+        for completion in done:
+            prompt = self.prompts.pop(completion.request_id)
+            previous = max((seq for seq in self.finished if prompt[:len(seq)] == seq), key=len, default=None)
+            if previous is not None:
+                self.finished.remove(previous)
+                self.resubmissions.append((len(prompt), completion.cached_tokens, len(previous) - 1))
+            self.finished.append(prompt + completion.token_ids)
+        return done
+
+    def has_unfinished(self) -> bool:
+        return self.engine.has_unfinished()
+
+    def abort(self, request_ids: list[str]) -> None:
+        self.engine.abort(request_ids)
+
+    def summary(self, block: int) -> dict:
+        submitted = sum(n for n, _, _ in self.resubmissions)
+        reused = sum(r for _, r, _ in self.resubmissions)
+
+        def bound(size: int) -> int:
+            return sum(min(c // size * size, (n - 1) // size * size) for n, _, c in self.resubmissions)
+
+        turns = max(1, len(self.resubmissions))
+        return {"resubmissions": len(self.resubmissions), "submitted": submitted, "reused": reused,
+                "cache_reuse": reused / max(1, submitted), "bound": bound(block) / max(1, submitted),
+                "bound_16": bound(16) / max(1, submitted), "recomputed_per_turn": (submitted - reused) / turns,
+                "recomputed_per_turn_16": (submitted - bound(16)) / turns}
+
+
+def measure_reuse(llm, pool, texts: list[str], max_tokens: int, prompt: PromptConfig, name: str) -> float:
+    """Run the loop over ``texts`` on ``llm`` (calls forced every CALL_EVERY tokens); print and return the reuse."""
+    meter = ReuseMeter(VLLMEngine(llm))
+    results, _ = loop_generate(meter, pool, texts, max_tokens, 300, prompt)
+    block = int(llm.llm_engine.vllm_config.cache_config.block_size)
+    s = meter.summary(block)
+    cached = sum(r.prompt_tokens_cached for r in results)
+    total = cached + sum(r.prompt_tokens_prefilled for r in results)
+    print(f"cache reuse, {name}: {s['resubmissions']} re-submissions after tool calls, {s['submitted']} prompt "
+          f"tokens, {s['reused']} reused -> {s['cache_reuse']:.3f} (every full {block}-token block: "
+          f"{s['bound']:.3f}; with 16-token blocks: {s['bound_16']:.3f}); each tool turn recomputes "
+          f"{s['recomputed_per_turn']:.0f} tokens here, {s['recomputed_per_turn_16']:.0f} with 16-token blocks; "
+          f"all requests incl. first prompts (Result counts): {cached}/{total}", flush=True)
+    return s["cache_reuse"]
 
 
 class LatencyPool:
@@ -379,6 +463,8 @@ def main() -> None:
                         help="only the append and decode-bound comparisons (no vLLM engine; seconds)")
     parser.add_argument("--per-turn-only", action="store_true",
                         help="only the append comparison and the loop's CPU per turn (no engine, no sessions)")
+    parser.add_argument("--reuse-only", action="store_true",
+                        help="only cache_reuse, on both architectures (8 trajectories each)")
     args = parser.parse_args()
 
     print("append vs re-render (no engine) ...", flush=True)
@@ -417,13 +503,30 @@ def main() -> None:
             return
 
         args.model_dir.parent.mkdir(parents=True, exist_ok=True)
-        model = bench_model(args.model_dir)
         from vllm import LLM
 
-        llm = LLM(model=str(model), skip_tokenizer_init=True, enforce_eager=True, max_model_len=8192,
-                  enable_prefix_caching=True, kv_cache_memory_bytes=1 << 30, logits_processors=[ForcedCalls],
-                  dtype="float32",  # bf16 matmuls fall back to a slow path on CPUs without bf16 instructions
-                  seed=0)
+        def load(arch: str):
+            model = bench_model(args.model_dir if arch == "llama" else args.model_dir.with_name(
+                args.model_dir.name + "-gpt-oss"), arch)
+            return LLM(model=str(model), skip_tokenizer_init=True, enforce_eager=True, max_model_len=8192,
+                       enable_prefix_caching=True, kv_cache_memory_bytes=1 << 30, logits_processors=[ForcedCalls],
+                       dtype="float32",  # bf16 matmuls fall back to a slow path on CPUs without bf16 instructions
+                       seed=0)
+
+        # gpt-oss first: the first engine of a process sets up vLLM's parallel groups, and a mixture-of-experts
+        # model started after a Llama fails ("expert parallel group is not initialized")
+        reuse = {}
+        texts = problems(8 if args.reuse_only else args.trajectories)
+        llm = load("gpt_oss")
+        reuse["gpt_oss"] = round(measure_reuse(llm, pool, texts, args.tokens, prompt, "gpt_oss"), 3)
+        del llm
+        if args.reuse_only:
+            llm = load("llama")
+            reuse["llama"] = round(measure_reuse(llm, pool, texts, args.tokens, prompt, "llama"), 3)
+            print(json.dumps({"cache_reuse": {"llama": reuse["llama"], "gpt_oss": reuse["gpt_oss"]}}))
+            return
+
+        llm = load("llama")
         engine = VLLMEngine(llm)
         texts = problems(args.trajectories)
         prompts = [render_prompt(t, prompt) for t in texts]
@@ -453,8 +556,12 @@ def main() -> None:
               f"barrier {barrier_s:.1f} s ({rounds} rounds, {generating_s / rounds:.1f} s of generation each), "
               f"continuous {continuous_s:.1f} s -> {barrier_s / continuous_s:.2f}x")
 
+        ForcedCalls.random_segments = False
+        reuse["llama"] = round(measure_reuse(llm, pool, texts, args.tokens, prompt, "llama"), 3)
+
     print(json.dumps({"loop_vs_raw": round(loop_rate / raw_rate, 3),
-                      "continuous_vs_barrier": round(barrier_s / continuous_s, 2), **figures}))
+                      "continuous_vs_barrier": round(barrier_s / continuous_s, 2), **figures,
+                      "cache_reuse": {"llama": reuse["llama"], "gpt_oss": reuse["gpt_oss"]}}))
 
 
 if __name__ == "__main__":

@@ -39,12 +39,17 @@ class Request:
 
 @dataclass
 class Completion:
-    """A finished request. ``token_ids`` include the stop token when ``finish == "stop"``."""
+    """A finished request. ``token_ids`` include the stop token when ``finish == "stop"``.
+
+    ``cached_tokens``: how many of the prompt's tokens the engine reused from its prefix cache instead of
+    computing them (0 when the engine does not say).
+    """
 
     request_id: str
     token_ids: list[int]
     logprobs: list[float] | None
     finish: Literal["stop", "length", "abort"]
+    cached_tokens: int = 0
 
 
 @runtime_checkable
@@ -191,6 +196,9 @@ class VLLMEngine:
             max_tokens=request.max_tokens,
             seed=request.seed,
             stop_token_ids=list(STOP_TOKEN_IDS),
+            # only the loop's stop tokens end an action: vLLM would otherwise also stop on every id of the model's
+            # generation_config eos_token_id (gpt-oss lists <|return|>, <|endoftext|> and <|call|>)
+            ignore_eos=True,
             detokenize=False,
             skip_special_tokens=False,
             logprobs=0 if sampling.logprobs else None,
@@ -220,4 +228,4 @@ class VLLMEngine:
             logprobs = [position[token].logprob for position, token in zip(choice.logprobs, ids)]
         reason = choice.finish_reason
         finish = "stop" if reason == "stop" else "length" if reason == "length" else "abort"
-        return Completion(out.request_id, ids, logprobs, finish)
+        return Completion(out.request_id, ids, logprobs, finish, int(getattr(out, "num_cached_tokens", 0) or 0))

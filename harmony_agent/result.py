@@ -39,6 +39,9 @@ class Result:
     (a fault confined to this trajectory ended it: a malformed engine output, a failed request, a bug; ``error``
     says what, and the other trajectories of the run went on).
     ``problem`` is the task's input: a problem string or the list of messages it was given.
+    ``prompt_tokens_prefilled`` / ``prompt_tokens_cached``: over all of the trajectory's requests (the first
+    prompt and every re-submission after a tool call), the prompt tokens the engine computed and those it reused
+    from its prefix cache; their sum is every prompt token submitted. What the tool turns cost in prefill.
     """
 
     problem: Any
@@ -50,6 +53,8 @@ class Result:
     started_at: float = 0.0
     finished_at: float = 0.0
     error: str | None = None
+    prompt_tokens_prefilled: int = 0
+    prompt_tokens_cached: int = 0
 
     @property
     def final_text(self) -> str:

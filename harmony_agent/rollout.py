@@ -81,6 +81,8 @@ class Rollout:
         self.call: ToolCall | None = None  # the call to run while in TOOL
         self.result: Result | None = None
         self.started_at = time.time()
+        self.prompt_tokens_prefilled = 0  # prompt tokens the engine computed, over all requests
+        self.prompt_tokens_cached = 0  # ... and those it reused from its prefix cache
         self._parser = HarmonyParser()
         self._session: Any = None
         self._session_closed = False
@@ -109,6 +111,10 @@ class Rollout:
         """GENERATING -> READY (a reply was appended), TOOL (``self.call`` is to run) or FINISHED."""
         self._expect(Phase.GENERATING)
         self.request_id = None
+        # the request's prompt was the whole trajectory so far: what the engine reused of it, and what it computed
+        cached = min(max(int(getattr(completion, "cached_tokens", 0) or 0), 0), len(self.trajectory))
+        self.prompt_tokens_cached += cached
+        self.prompt_tokens_prefilled += len(self.trajectory) - cached
         ids = list(completion.token_ids)
         logprobs = completion.logprobs
         if logprobs is not None and len(logprobs) != len(ids):
@@ -225,6 +231,8 @@ class Rollout:
             started_at=self.started_at,
             finished_at=time.time(),
             error=error,
+            prompt_tokens_prefilled=self.prompt_tokens_prefilled,
+            prompt_tokens_cached=self.prompt_tokens_cached,
         )
         return self.phase
 

@@ -23,7 +23,8 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 import pytest  # noqa: E402
 
 #: Fixtures that load the tiny model (train it on first use), a vLLM engine or vLLM itself.
-VLLM_FIXTURES = {"tiny_llm", "tiny_model_path", "vllm"}
+VLLM_FIXTURES = {"tiny_llm", "tiny_model_path", "tiny_gptoss_path", "tiny_gptoss_llm", "tiny_models", "arch_llm",
+                 "vllm"}
 #: Fixtures and names that start real tool-runtime sessions (isolated with namespaces, cgroups and uids: root).
 RUNTIME_FIXTURES = {"pool", "session"}
 RUNTIME_NAMES = ("SessionPool", "tool_runtime")
@@ -75,30 +76,67 @@ def tiny_model_path(request: pytest.FixtureRequest) -> Path:
 
     The first build takes from half a minute to several minutes: its progress goes to the terminal, live.
     """
+    return _build(request, "llama")
+
+
+def _build(request: pytest.FixtureRequest, arch: str) -> Path:
     from harmony_agent.testing import build
 
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
 
     def log(message: str) -> None:
         if reporter is not None:
-            reporter.write_line(f"[tiny model] {message}")
+            reporter.write_line(f"[tiny model, {arch}] {message}")
 
-    return build(log=log)
+    return build(arch=arch, log=log)
 
 
 @pytest.fixture(scope="session")
-def tiny_llm(tiny_model_path):
-    """One real vLLM engine (CPU build) over the tiny model, shared by every real-engine test of the session.
+def tiny_gptoss_path(request: pytest.FixtureRequest) -> Path:
+    """The same scripts in the gpt-oss architecture (sliding/full attention with sinks, experts, YaRN)."""
+    return _build(request, "gpt_oss")
 
-    Built by the public ``harmony_agent.testing.load_llm`` (float32: bf16 matmuls take a slow fallback path on
-    CPUs without bf16 instructions; the model replays exactly in both, tests/test_tiny_model.py checks bf16 in a
-    child process).
-    """
+
+def _tiny_llm(path: Path, **overrides):
+    """A real vLLM engine (CPU build) over a tiny model, made by the public ``harmony_agent.testing.load_llm``
+    (float32: bf16 matmuls take a slow fallback path on CPUs without bf16 instructions; the Llama replays exactly in
+    both, tests/test_tiny_model.py checks bf16 in a child process)."""
     from harmony_agent.testing import load_llm
 
-    llm = load_llm(tiny_model_path)
+    llm = load_llm(path, **overrides)
     yield llm
     del llm
     import gc
 
     gc.collect()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_model_path, tiny_gptoss_path):
+    """Both tiny models, built before any engine starts: vLLM's CPU worker binds the process's OpenMP threads and
+    makes ``torch.set_num_threads`` a no-op, and training after that crawled here (over 15 min instead of 1)."""
+    return {"llama": tiny_model_path, "gpt_oss": tiny_gptoss_path}
+
+
+@pytest.fixture(scope="session")
+def tiny_gptoss_llm(tiny_models):
+    """One real vLLM engine over the tiny gpt-oss model: vLLM's gpt-oss model class and hybrid KV-cache manager.
+    Its context length comes from the model (131072), as it would for the real models."""
+    yield from _tiny_llm(tiny_models["gpt_oss"], arch="gpt_oss", max_model_len=None)
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tiny_models, tiny_gptoss_llm):
+    """One real vLLM engine (CPU build) over the tiny Llama, shared by every real-engine test of the session.
+
+    Started after the gpt-oss engine: the first engine of a process sets up vLLM's parallel groups, and without
+    a mixture-of-experts model among them a later gpt-oss engine fails ("expert parallel group is not
+    initialized").
+    """
+    yield from _tiny_llm(tiny_models["llama"])
+
+
+@pytest.fixture(scope="session", params=["llama", "gpt_oss"])
+def arch_llm(request):
+    """The tiny model's engine in each architecture: tests using it run once per architecture."""
+    return request.getfixturevalue("tiny_llm" if request.param == "llama" else "tiny_gptoss_llm")

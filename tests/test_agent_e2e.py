@@ -1,4 +1,9 @@
-"""The agent loop end to end on the real vLLM engine (CPU build) with the scripted tiny model and real sessions."""
+"""The agent loop end to end on the real vLLM engine (CPU build) with the scripted tiny model and real sessions.
+
+Every test runs on both architectures of the tiny model (conftest's ``arch_llm``): the Llama, and gpt-oss, which
+goes through vLLM's gpt-oss model class (sliding-window and full attention with sinks, experts, YaRN rope) and
+its hybrid KV-cache manager, as the real models do.
+"""
 from __future__ import annotations
 
 import pytest
@@ -16,8 +21,8 @@ TWO_CALLS = next(p for p in SCRIPTED_PROBLEMS if len(p.calls) == 2)
 
 
 @pytest.fixture
-def agent(tiny_llm):
-    with Agent(llm=tiny_llm, temperature=0.0, max_tokens=400, max_tool_calls=4, reasoning_effort="high") as a:
+def agent(arch_llm):
+    with Agent(llm=arch_llm, temperature=0.0, max_tokens=400, max_tool_calls=4, reasoning_effort="high") as a:
         yield a
 
 
@@ -35,16 +40,16 @@ def test_scripted_problem_runs_real_code_and_reaches_its_answer_token_exactly(ag
     assert all(0 < c.seconds < 5 for c in r.tool_calls)
 
 
-def test_aime_suffix_and_default_date(tiny_llm):
+def test_aime_suffix_and_default_date(arch_llm):
     entry = SCRIPTED_PROBLEMS[0]
-    with Agent(llm=tiny_llm, temperature=0.0, max_tokens=500, reasoning_effort="low") as agent:  # date = today
+    with Agent(llm=arch_llm, temperature=0.0, max_tokens=500, reasoning_effort="low") as agent:  # date = today
         [[r]] = agent.run([entry.problem + AIME_SUFFIX])
     assert r.finish_reason == "final" and r.answer == entry.answer
 
 
-def test_32_trajectories_at_once(tiny_llm):
+def test_32_trajectories_at_once(arch_llm):
     entries = [SCRIPTED_PROBLEMS[i % len(SCRIPTED_PROBLEMS)] for i in range(32)]
-    with Agent(llm=tiny_llm, temperature=0.0, max_tokens=500) as agent:
+    with Agent(llm=arch_llm, temperature=0.0, max_tokens=500) as agent:
         done = list(agent.stream(Task(e.problem, seed=i, key=i) for i, e in enumerate(entries)))
     assert sorted(task.key for task, _ in done) == list(range(32))
     for task, r in done:
@@ -64,8 +69,8 @@ def test_unknown_recipient_gets_an_error_reply_and_the_run_ends_cleanly(agent):
     assert r.messages[first_tool_reply_at - 1].recipient == "functions.lookup"
 
 
-def test_max_tool_calls_on_the_real_engine(tiny_llm):
-    with Agent(llm=tiny_llm, temperature=0.0, max_tokens=600, max_tool_calls=1) as agent:
+def test_max_tool_calls_on_the_real_engine(arch_llm):
+    with Agent(llm=arch_llm, temperature=0.0, max_tokens=600, max_tool_calls=1) as agent:
         [[r]] = agent.run([TWO_CALLS.problem])
     assert [c.code for c in r.tool_calls] == [TWO_CALLS.calls[0][0]]
     tool_texts = [m.content[0].text for m in r.messages if m.author.role.value == "tool"]
@@ -73,15 +78,15 @@ def test_max_tool_calls_on_the_real_engine(tiny_llm):
     assert r.finish_reason in {"final", "length", "max_tool_calls"}
 
 
-def test_generation_budget_on_the_real_engine(tiny_llm):
-    with Agent(llm=tiny_llm, temperature=0.0, max_tokens=7) as agent:
+def test_generation_budget_on_the_real_engine(arch_llm):
+    with Agent(llm=arch_llm, temperature=0.0, max_tokens=7) as agent:
         [[r]] = agent.run([SCRIPTED_PROBLEMS[0].problem])
     assert r.finish_reason == "length" and r.num_model_tokens == 7
 
 
-def test_context_budget_counts_tool_tokens_on_the_real_engine(tiny_llm):
+def test_context_budget_counts_tool_tokens_on_the_real_engine(arch_llm):
     entry = SCRIPTED_PROBLEMS[0]
-    engine = VLLMEngine(tiny_llm)
+    engine = VLLMEngine(arch_llm)
     with Agent(engine=engine, temperature=0.0, max_tokens=2000) as agent:
         (_, prompt), (_, first), (_, tool), (_, final) = transcript_segments(entry, agent.prompt)
         engine.max_model_len = len(prompt) + len(first) + len(tool) + 5  # the final message cannot fit
@@ -92,8 +97,8 @@ def test_context_budget_counts_tool_tokens_on_the_real_engine(tiny_llm):
     assert r.num_tool_tokens > 0 and len(r.tool_calls) == 1
 
 
-def test_unseen_prompt_ends_cleanly(tiny_llm):
-    with Agent(llm=tiny_llm, temperature=1.0, max_tokens=300, max_tool_calls=3) as agent:
+def test_unseen_prompt_ends_cleanly(arch_llm):
+    with Agent(llm=arch_llm, temperature=1.0, max_tokens=300, max_tool_calls=3) as agent:
         results = agent.run(["Write a haiku about the sea.", "Tell me about Paris."], n=2, seed=5)
     for row in results:
         for r in row:
@@ -104,15 +109,15 @@ def test_unseen_prompt_ends_cleanly(tiny_llm):
             assert r.num_model_tokens <= 300
 
 
-def test_sampled_logprobs_equal_recomputed_prompt_logprobs(tiny_llm):
+def test_sampled_logprobs_equal_recomputed_prompt_logprobs(arch_llm):
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    with Agent(llm=tiny_llm, temperature=1.0, max_tokens=300) as agent:
+    with Agent(llm=arch_llm, temperature=1.0, max_tokens=300) as agent:
         [[r]] = agent.run([TWO_CALLS.problem], seed=3)
     t = r.trajectory
     assert sum(t.loss_mask) == r.num_model_tokens > 0
-    [out] = tiny_llm.generate([TokensPrompt(prompt_token_ids=t.token_ids)],
+    [out] = arch_llm.generate([TokensPrompt(prompt_token_ids=t.token_ids)],
                               SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False), use_tqdm=False)
     recomputed = out.prompt_logprobs
     diffs = [abs(recomputed[i][t.token_ids[i]].logprob - t.logprobs[i])
@@ -122,9 +127,9 @@ def test_sampled_logprobs_equal_recomputed_prompt_logprobs(tiny_llm):
     assert all(lp == 0.0 for lp, m in zip(t.logprobs, t.loss_mask) if m == 0)
 
 
-def test_solve_with_the_users_own_llm(tiny_llm):
+def test_solve_with_the_users_own_llm(arch_llm):
     entry = SCRIPTED_PROBLEMS[0]
-    r = solve(entry.problem, llm=tiny_llm, temperature=0.0, max_tokens=500)
+    r = solve(entry.problem, llm=arch_llm, temperature=0.0, max_tokens=500)
     assert r.answer == entry.answer and r.trajectory.token_ids[-1] == 200002
     rl = r.trajectory.to_rl()
     assert rl["response_ids"].count(CALL) == 1
@@ -207,3 +212,48 @@ def test_messages_input_on_the_real_engine(agent):
     assert r.error is None and r.problem == history
     text = get_encoding().decode(r.trajectory.prompt_ids)
     assert "Be brief." in text and text.endswith(f"<|start|>user<|message|>{entry.problem}<|end|><|start|>assistant")
+
+
+def test_the_models_own_eos_ids_do_not_cut_a_trajectory(tiny_gptoss_path, tmp_path):
+    """vLLM stops on every id of the model's generation_config ``eos_token_id`` unless the request ignores it.
+
+    gpt-oss lists <|return|>, <|endoftext|> and <|call|> there. A copy of the tiny gpt-oss model whose list also
+    holds a token the script writes mid-message: raw vLLM stops on it; the loop's requests (``ignore_eos`` with
+    its own stop tokens) run the script to its end, token-exactly.
+    """
+    import json
+    import os
+
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from harmony_agent.testing import STOP_TOKEN_IDS, engine_kwargs, expected_transcript, prompt_ids
+
+    entry = SCRIPTED_PROBLEMS[0]
+    first = expected_transcript(entry)[0][0]
+    mid = first[4]  # inside the first analysis message
+    assert mid not in STOP_TOKEN_IDS
+    model = tmp_path / "eos-model"
+    model.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        os.symlink(tiny_gptoss_path / name, model / name)
+    generation = json.loads((tiny_gptoss_path / "generation_config.json").read_text())
+    generation["eos_token_id"] = [*generation["eos_token_id"], mid]
+    (model / "generation_config.json").write_text(json.dumps(generation))
+
+    llm = LLM(model=str(model), **engine_kwargs(kv_cache_memory_bytes=64 << 20, max_model_len=None))
+    try:
+        with Agent(llm=llm, temperature=0.0, max_tokens=400) as agent:
+            [raw] = llm.generate([TokensPrompt(prompt_token_ids=prompt_ids(entry.problem, agent.prompt))],
+                                 SamplingParams(temperature=0, max_tokens=100, detokenize=False,
+                                                stop_token_ids=list(STOP_TOKEN_IDS)), use_tqdm=False)
+            assert list(raw.outputs[0].token_ids) == first[:5]  # the test's premise: vLLM alone would cut here
+            [[r]] = agent.run([entry.problem])
+            expected = transcript_segments(entry, agent.prompt)
+        assert r.finish_reason == "final" and r.answer == entry.answer
+        assert r.trajectory.token_ids == [t for _, ids in expected for t in ids]
+    finally:
+        del llm
+        import gc
+
+        gc.collect()

@@ -1,9 +1,10 @@
-"""The tiny Harmony test model (harmony_agent/testing.py) replays its scripts token-exactly.
+"""The tiny Harmony test model (harmony_agent/testing.py) replays its scripts token-exactly, in both architectures.
 
 These tests are about the fixture itself, not the agent loop: they drive the scripted transcripts by hand
 (completion, then the expected tool tokens appended, then the next completion) on transformers and on the real
 vLLM engine, under several prompt variants (reasoning effort, python on/off, today's date and far-off dates,
-with and without the AIME suffix).
+with and without the AIME suffix). The gpt-oss model also shows that its sliding-window layer matters and that
+vLLM computes it as transformers does.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -33,9 +35,11 @@ SUFFIXES = ["", tiny.AIME_SUFFIX]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def model_dir(tiny_model_path):
-    return tiny_model_path
+@pytest.fixture(params=tiny.ARCHITECTURES)
+def built(request):
+    """``.arch`` and ``.path`` of the tiny model in each architecture."""
+    fixture = "tiny_model_path" if request.param == "llama" else "tiny_gptoss_path"
+    return SimpleNamespace(arch=request.param, path=request.getfixturevalue(fixture))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -102,26 +106,46 @@ def test_outputs_are_what_the_code_prints():
 # The built folder
 
 
-def test_build_folder(model_dir):
+def test_build_folder(built):
+    model_dir = built.path
     config = json.loads((model_dir / "config.json").read_text())
-    assert config["architectures"] == ["LlamaForCausalLM"]
-    assert config["vocab_size"] == 201088 and config["head_dim"] >= 32 and config["tie_word_embeddings"]
-    assert config["max_position_embeddings"] == 4096
-    assert json.loads((model_dir / "generation_config.json").read_text())["eos_token_id"] == 200002
+    eos = json.loads((model_dir / "generation_config.json").read_text())["eos_token_id"]
+    assert config["vocab_size"] == 201088 and config["head_dim"] >= 32
+    if built.arch == "llama":
+        assert config["architectures"] == ["LlamaForCausalLM"] and config["tie_word_embeddings"]
+        assert config["max_position_embeddings"] == 4096 and eos == 200002
+    else:  # the real models' shape, in miniature
+        assert config["architectures"] == ["GptOssForCausalLM"] and not config["tie_word_embeddings"]
+        assert config["layer_types"] == ["sliding_attention", "full_attention"] and config["sliding_window"] == 128
+        assert (config["num_local_experts"], config["num_experts_per_tok"]) == (4, 2)
+        assert config["num_attention_heads"] > config["num_key_value_heads"]
+        assert config["max_position_embeddings"] == 131072 and config["rope_parameters"]["rope_type"] == "yarn"
+        assert eos == [200002, 199999, 200012]  # as gpt-oss-20b/120b's generation_config.json
     assert (model_dir / "model.safetensors").is_file()
     assert not list(model_dir.glob("tokenizer*"))  # the engine runs with skip_tokenizer_init=True
-    assert json.loads((model_dir / tiny.MARKER).read_text())["recipe"] == tiny.recipe_key()
+    marker = json.loads((model_dir / tiny.MARKER).read_text())
+    assert marker["recipe"] == tiny.recipe_key(arch=built.arch) and marker["arch"] == built.arch
+    assert tiny.recipe_key(arch="llama") != tiny.recipe_key(arch="gpt_oss")
 
 
-def test_build_is_cached(model_dir, tmp_path):
+def test_build_is_cached(built, tmp_path):
+    model_dir = built.path
+    assert model_dir == tiny.default_cache_dir(built.arch)
     start = time.monotonic()
-    assert tiny.build(model_dir) == model_dir
+    assert tiny.build(model_dir, arch=built.arch) == model_dir
     assert time.monotonic() - start < 20  # the recipe key is checked, nothing is trained
     stale = tmp_path / "stale"
     stale.mkdir()
     (stale / tiny.MARKER).write_text(json.dumps({"recipe": "something else"}))
-    assert tiny._is_built(model_dir, tiny.recipe_key()) and not tiny._is_built(stale, tiny.recipe_key())
-    assert not tiny._is_built(tmp_path / "missing", tiny.recipe_key())
+    key = tiny.recipe_key(arch=built.arch)
+    assert tiny._is_built(model_dir, key) and not tiny._is_built(stale, key)
+    assert not tiny._is_built(tmp_path / "missing", key)
+
+
+def test_unknown_architecture_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(ValueError, match="unknown tiny-model architecture 'mamba': use one of llama, gpt_oss"):
+        tiny.build(tmp_path / "m", arch="mamba")
+    assert not (tmp_path / "m").exists()
 
 
 def test_build_refuses_to_replace_a_foreign_folder(tmp_path):
@@ -134,31 +158,34 @@ def test_build_refuses_to_replace_a_foreign_folder(tmp_path):
 def test_default_cache_dir_respects_env(monkeypatch, tmp_path):
     monkeypatch.setenv(tiny.CACHE_ENV, str(tmp_path))
     assert tiny.default_cache_dir() == tmp_path / "tiny-harmony-model"
+    assert tiny.default_cache_dir("gpt_oss") == tmp_path / "tiny-harmony-gpt-oss"
     monkeypatch.delenv(tiny.CACHE_ENV)
     assert tiny.default_cache_dir().name == "tiny-harmony-model"
 
 
-def test_only_scripted_rows_are_nonzero(model_dir):
+def test_only_scripted_rows_are_nonzero(built):
     from safetensors.torch import load_file
 
-    emb = load_file(str(model_dir / "model.safetensors"))["model.embed_tokens.weight"]
-    assert tuple(emb.shape) == (201088, 64)
+    weights = load_file(str(built.path / "model.safetensors"))
+    rows = ["model.embed_tokens.weight"] + (["lm_head.weight"] if built.arch == "gpt_oss" else [])  # llama: tied
     used = {t for ids, _, _ in tiny.training_sequences() for t in ids}
-    nonzero = set(emb.abs().sum(1).nonzero().flatten().tolist())
-    assert nonzero == used
+    for name in rows:
+        assert tuple(weights[name].shape) == (201088, 64)
+        assert set(weights[name].abs().sum(1).nonzero().flatten().tolist()) == used, name
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # transformers: teacher-forced argmax over the full vocabulary == greedy replay
 
 
-def test_transformers_greedy_replays_every_script(model_dir):
+def test_transformers_greedy_replays_every_script(built):
     torch = pytest.importorskip("torch")
-    from transformers import LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    model = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(built.path, dtype=torch.float32).eval()
+    configs = CONFIGS if built.arch == "llama" else CONFIGS[::2]  # CI time; vLLM replays gpt-oss on all of them
     for entry in tiny.TRAINED_SCRIPTS:
-        for config in CONFIGS:
+        for config in configs:
             for suffix in SUFFIXES:
                 segments = tiny.transcript_segments(entry, config, problem=entry.problem + suffix)
                 ids = [t for _, seg in segments for t in seg]
@@ -219,16 +246,60 @@ def _engine_dtype(llm) -> str:
     return str(llm.llm_engine.model_config.dtype).replace("torch.", "")
 
 
-def test_vllm_greedy_replays_every_script(tiny_llm):
-    """On the session's shared engine (conftest's ``tiny_llm``: one engine per process)."""
-    assert _replay(tiny_llm, ALL_CASES) == []
+def test_vllm_greedy_replays_every_script(arch_llm):
+    """On the session's shared engines (conftest's ``arch_llm``: one engine per architecture and process)."""
+    assert _replay(arch_llm, ALL_CASES) == []
 
 
-def test_vllm_one_request_at_a_time(tiny_llm):
+def test_vllm_one_request_at_a_time(arch_llm):
     """Unbatched, as a single notebook call runs it (the batched test above has cached these prefixes)."""
     config = PromptConfig(reasoning_effort="low")
     for entry in tiny.SCRIPTED_PROBLEMS:
-        assert _replay(tiny_llm, [(entry, config, entry.problem)]) == []
+        assert _replay(arch_llm, [(entry, config, entry.problem)]) == []
+
+
+def test_gptoss_sliding_window_is_exercised_and_computed_as_transformers_does(tiny_gptoss_llm, tiny_gptoss_path):
+    """The scripts run past the 128-token window; vLLM's logprobs match transformers' with the window, not without.
+
+    Teacher-forced over a whole transcript (prompt, completions, tool tokens): transformers with the model's
+    layer types, and with the sliding layer turned into full attention. Before position 128 both agree; after
+    it they differ, and vLLM (prompt_logprobs of the same tokens) agrees with the windowed one.
+    """
+    torch = pytest.importorskip("torch")
+    from transformers import AutoModelForCausalLM
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    entry = next(p for p in tiny.SCRIPTED_PROBLEMS if len(p.calls) == 2)
+    ids = tiny.transcript_ids(entry, PromptConfig(conversation_start_date="2025-01-01"))
+    window = json.loads((tiny_gptoss_path / "config.json").read_text())["sliding_window"]
+    assert len(ids) > 2 * window
+
+    def transformers_logprobs(**overrides):
+        model = AutoModelForCausalLM.from_pretrained(tiny_gptoss_path, dtype=torch.float32, **overrides).eval()
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0, :-1].double()
+        return logits.log_softmax(-1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
+
+    windowed = transformers_logprobs()
+    full = transformers_logprobs(layer_types=["full_attention", "full_attention"])
+    [out] = tiny_gptoss_llm.generate([TokensPrompt(prompt_token_ids=ids)],
+                                     SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False),
+                                     use_tqdm=False)
+    vllm_lp = torch.tensor([out.prompt_logprobs[i][ids[i]].logprob for i in range(1, len(ids))], dtype=torch.float64)
+    inside, beyond = slice(0, window - 1), slice(window, None)  # logprob i predicts token i + 1
+    assert (windowed[inside] - full[inside]).abs().max() < 1e-4
+    assert (windowed[beyond] - full[beyond]).abs().max() > 0.1, "the window changes nothing: not exercised"
+    assert (vllm_lp - windowed).abs().max() < 1e-3
+    assert (vllm_lp[beyond] - full[beyond]).abs().max() > 0.1
+
+
+def test_gptoss_context_length_comes_from_the_model(tiny_gptoss_llm, tiny_gptoss_path):
+    """No max_model_len given (conftest): the engine and the loop take the model's 131072."""
+    from harmony_agent import VLLMEngine
+
+    config = json.loads((tiny_gptoss_path / "config.json").read_text())
+    assert VLLMEngine(tiny_gptoss_llm).max_model_len == config["max_position_embeddings"] == 131072
 
 
 def test_vllm_greedy_replays_in_the_other_dtype(tiny_llm, tiny_model_path):
