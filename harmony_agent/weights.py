@@ -45,6 +45,39 @@ def named_tensor_list(named_tensors: Iterable[tuple[str, Any]] | dict) -> list[t
     return out
 
 
+def check_against_checkpoint(model_config: Any, items: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Names and shapes checked against the engine's local checkpoint before anything is sent: vLLM's reload
+    leaves the model unusable (parameters on the meta device) when a tensor does not fit. A tied model's
+    ``lm_head.weight`` (which a transformers ``state_dict`` lists beside the input embedding) is dropped. A model
+    given by hub name (no local folder) is not checked."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    folder = Path(str(getattr(model_config, "model", "")))
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        logger.debug("no local safetensors checkpoint at %s: weight names and shapes are not checked", folder)
+        return items
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        with safe_open(str(file), "pt") as handle:
+            for key in handle.keys():
+                shapes[key] = tuple(handle.get_slice(key).get_shape())
+    tied = _tied(model_config)
+    kept = []
+    for name, tensor in items:
+        if name not in shapes:
+            if tied and name == "lm_head.weight":
+                continue
+            raise ValueError(f"{name!r} is not a weight of the engine's checkpoint ({folder}): pass the checkpoint's "
+                             "parameter names (a transformers state_dict of the same architecture)")
+        if tuple(tensor.shape) != shapes[name]:
+            raise ValueError(f"{name!r} has shape {tuple(tensor.shape)}, the engine's checkpoint has {shapes[name]}")
+        kept.append((name, tensor))
+    return kept
+
+
 def _load_in_worker(worker: Any, items: list[tuple[str, Any]]) -> None:
     """Runs in vLLM's worker: ``reload_weights`` (which also re-runs the processing some backends do after loading,
     e.g. the CPU build's packed GEMM copies), then that processing for a tied output embedding, which the reload
@@ -78,8 +111,8 @@ def _refuse_tied(model_config: Any) -> None:
 
 def load_weights(llm: Any, named_tensors: Iterable[tuple[str, Any]] | dict) -> None:
     """Load weights into a ``vllm.LLM`` (its prefix cache is left alone: see the module docstring)."""
-    items = named_tensor_list(named_tensors)
     core = llm.llm_engine
+    items = check_against_checkpoint(core.model_config, named_tensor_list(named_tensors))
     in_process = type(getattr(core, "engine_core", None)).__name__ == "InprocClient"
     try:
         if in_process or _can_send_functions():
@@ -101,7 +134,7 @@ async def aload_weights(engine: Any, named_tensors: Iterable[tuple[str, Any]] | 
     """Load weights into a ``vllm.v1.engine.async_llm.AsyncLLM`` (whose engine core runs in another process)."""
     import asyncio
 
-    items = named_tensor_list(named_tensors)
+    items = check_against_checkpoint(engine.model_config, named_tensor_list(named_tensors))
     try:
         if _can_send_functions():
             await engine.collective_rpc(functools.partial(_load_in_worker, items=items))
@@ -127,5 +160,5 @@ def _write(items: list[tuple[str, Any]]) -> str:
 
 
 def _error(exc: Exception) -> EngineError:
-    return EngineError(f"vLLM could not load the new weights ({type(exc).__name__}: {exc}); pass the checkpoint's "
-                       "parameter names and shapes (a transformers state_dict of the same architecture)")
+    return EngineError(f"vLLM could not load the new weights ({type(exc).__name__}: {exc}); the engine's weights may "
+                       "be unusable now: load a complete state dict of the same architecture again, or restart it")

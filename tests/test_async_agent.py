@@ -18,6 +18,8 @@ from harmony_agent.async_agent import AsyncAgent, AsyncVLLMEngine
 from harmony_agent.errors import EngineError
 from harmony_agent.testing import SCRIPTED_PROBLEMS, transcript_segments
 
+from .rl_helpers import max_sampled_diff, transformers_logprobs
+
 TWO_CALLS = next(p for p in SCRIPTED_PROBLEMS if len(p.calls) == 2)
 
 
@@ -185,24 +187,6 @@ def test_cancelling_coroutines_closes_their_sessions_and_aborts_their_requests(a
     free.close()
 
 
-def _transformers_logprobs(model_path, state, token_ids, start):
-    """log p(token_i | tokens_<i) for i >= start, from transformers in float32 with the given weights."""
-    import torch
-    from transformers import LlamaForCausalLM
-
-    model = LlamaForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32).eval()
-    model.load_state_dict(state, strict=False)
-    with torch.no_grad():
-        logits = model(torch.tensor([token_ids])).logits[0].float()
-    logp = torch.log_softmax(logits, -1)
-    return [logp[i - 1, token_ids[i]].item() for i in range(start, len(token_ids))]
-
-
-def _max_diff(result, reference, start):
-    t = result.trajectory
-    return max(abs(reference[i - start] - t.logprobs[i]) for i in range(start, len(t)) if t.loss_mask[i])
-
-
 def test_weight_update_resets_the_prefix_cache_and_the_next_run_follows_the_new_weights(
         async_engine, run_async, pool, tiny_model_path):
     from safetensors.torch import load_file
@@ -216,22 +200,22 @@ def test_weight_update_resets_the_prefix_cache_and_the_next_run_follows_the_new_
     try:
         before = run_async(agent.solve(entry.problem, seed=0))  # its prompt is now in the prefix cache
         start = before.trajectory.prompt_len
-        assert _max_diff(before, _transformers_logprobs(tiny_model_path, original, before.trajectory.token_ids,
+        assert max_sampled_diff(before, transformers_logprobs(tiny_model_path, original, before.trajectory.token_ids,
                                                         start), start) < 1e-3
 
         # the hazard, shown: new weights without the reset reuse KV the old weights computed
         run_async(aload_weights(async_engine.engine, changed))
         stale = run_async(agent.solve(entry.problem, seed=0))
-        reference = _transformers_logprobs(tiny_model_path, changed, stale.trajectory.token_ids, start)
-        assert _max_diff(stale, reference, start) > 1e-3
+        reference = transformers_logprobs(tiny_model_path, changed, stale.trajectory.token_ids, start)
+        assert max_sampled_diff(stale, reference, start) > 1e-3
 
         # the path: update_weights loads and resets; every logprob then comes from the new weights
         run_async(aload_weights(async_engine.engine, original))
         run_async(agent.solve(entry.problem, seed=0))  # the old weights' KV is cached again
         run_async(agent.update_weights(changed))
         after = run_async(agent.solve(entry.problem, seed=0))
-        reference = _transformers_logprobs(tiny_model_path, changed, after.trajectory.token_ids, start)
-        assert _max_diff(after, reference, start) < 1e-3
+        reference = transformers_logprobs(tiny_model_path, changed, after.trajectory.token_ids, start)
+        assert max_sampled_diff(after, reference, start) < 1e-3
         assert after.trajectory.logprobs != before.trajectory.logprobs
     finally:
         run_async(agent.update_weights(original))
