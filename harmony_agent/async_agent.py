@@ -109,7 +109,8 @@ class AsyncAgent:
     ``loop.max_concurrent`` bounds :meth:`stream`'s trajectories in flight and the session pool it starts.
     """
 
-    # the session pool is started and opened exactly as the synchronous Agent does it (one definition)
+    # the session pool is started, opened and closed exactly as the synchronous Agent does it (one definition;
+    # those methods use only the attributes set in __init__ below)
     _ensure_pool = Agent._ensure_pool
     _open_session = Agent._open_session
     close_pool = Agent.close
@@ -154,8 +155,8 @@ class AsyncAgent:
 
     async def run_task(self, task: Task) -> Result:
         """Run one :class:`Task` to its end (its seed as given: ``None`` is unseeded sampling)."""
-        if self.prompt.python:
-            self._ensure_pool()
+        if self.prompt.python:  # starting the pool (once) spawns its template process: not on the event loop
+            await asyncio.get_running_loop().run_in_executor(None, self._ensure_pool)  # type: ignore[misc]
         rollout = Rollout(task, self._prompts.render(task.problem), loop=self.config, python=self.prompt.python,
                           max_model_len=self.max_model_len, seed=task.seed, problem=task.problem)
         try:
@@ -199,7 +200,7 @@ class AsyncAgent:
         call = r.call
         assert call is not None
         future = asyncio.get_running_loop().run_in_executor(
-            self._tool_executor(), run_tool_call, r, call, self._open_session, self.config.tool_timeout)
+            self._tool_executor(), run_tool_call, r, call, self._open_session, self.config.tool_timeout)  # type: ignore[misc]
         try:
             return await asyncio.wait_for(future, self.config.tool_deadline)
         except asyncio.TimeoutError:
@@ -277,8 +278,8 @@ class AsyncAgent:
         results: list[list[Any]] = [[None] * n for _ in problems]
         tasks = [Task(p, base + j, (i, j)) for i, p in enumerate(problems) for j in range(n)]
         async for task, result in self.stream(tasks):
-            i, j = task.key  # type: ignore[misc]
-            results[i][j] = result
+            key: Any = task.key
+            results[key[0]][key[1]] = result
         return results
 
     # -- weights (RL) ---------------------------------------------------------------------------------------
@@ -295,7 +296,7 @@ class AsyncAgent:
 
     def close(self) -> None:
         """Stop the session pool and the tool threads this agent started, and the engine if it built it."""
-        self.close_pool()
+        self.close_pool()  # type: ignore[misc]
         with self._pool_lock:
             executor, self._executor = self._executor, None
         if executor is not None:
