@@ -108,6 +108,7 @@ class VLLMEngine:
         self.max_model_len = int(self._core.model_config.max_model_len)
         self._prefix = f"ha{id(self):x}-"
         self._ids = itertools.count()
+        self._mine: set[str] = set()   # ids submitted through this adapter and not finished yet
         self._others: list[Any] = []
         # vLLM >= 0.3x wants prompts processed by its renderer; older versions take a TokensPrompt as it is
         self._render = getattr(getattr(self._core, "renderer", None), "render_cmpl", None)
@@ -128,19 +129,21 @@ class VLLMEngine:
         if self._render is not None:
             (prompt,) = self._render([prompt])
         self._core.add_request(request.request_id, prompt, params)
+        self._mine.add(request.request_id)
 
     def check_sampling(self, sampling: Sampling) -> None:
         """Refuse settings this engine cannot honour (called by the Agent before a run)."""
         check_logprobs_mode(self._core.model_config, sampling)
 
     def step(self) -> list[Completion]:
-        """One engine step: the finished requests of this adapter as Completions. Outputs of requests that are not
-        ours (the caller's own, on a shared ``LLM``) are kept for the caller: :meth:`take_other_outputs`."""
+        """One engine step: the finished requests submitted through this adapter, as Completions. Outputs of other
+        requests (the caller's own, on a shared ``LLM``) are kept for the caller: :meth:`take_other_outputs`."""
         mine = []
         for out in self._core.step():
-            if not out.request_id.startswith(self._prefix):
+            if out.request_id not in self._mine:
                 self._others.append(out)
             elif out.finished:
+                self._mine.discard(out.request_id)
                 mine.append(completion_from_output(out))
         return mine
 
@@ -156,6 +159,7 @@ class VLLMEngine:
     def abort(self, request_ids: list[str]) -> None:
         if request_ids:
             self._core.abort_request(list(request_ids))
+            self._mine.difference_update(request_ids)
 
     # -- weights -------------------------------------------------------------------------------------------
 
