@@ -1,4 +1,4 @@
-"""One on-policy RL step with harmony_agent, end to end on a CPU (the tiny scripted model; about a minute).
+"""One on-policy RL step with harmony_agent, end to end on a CPU (the tiny scripted model; minutes on 2 cores).
 
 1. Generate ``n`` trajectories per problem with python tool calls (vLLM, ``logprobs_mode="processed_logprobs"``:
    each sampled token's logprob under the distribution it was sampled from, i.e. after temperature).
@@ -11,7 +11,7 @@
    same seeds (so the two batches differ only by the policy), check the new logprobs against the updated
    transformers model, print the reward before and after.
 
-    python examples/rl_step.py [--n 8] [--temperature 0.6] [--lr 0.02] [--model PATH]
+    python examples/rl_step.py [--n 8] [--temperature 0.6] [--lr 0.01] [--model PATH]
 
 The last line printed is a JSON summary. See docs/rl.md for a walk through it.
 """
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=8, help="trajectories per problem")
     parser.add_argument("--temperature", type=float, default=0.6)
-    parser.add_argument("--lr", type=float, default=0.02, help="SGD learning rate of the one step")
+    parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of the one step")
     parser.add_argument("--max-tokens", type=int, default=200)
     parser.add_argument("--model", type=Path, default=None, help="default: the tiny scripted model (built if needed)")
     args = parser.parse_args(argv)
