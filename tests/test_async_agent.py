@@ -35,6 +35,14 @@ def run_async():
     run.loop = loop  # type: ignore[attr-defined]
     run.thread = thread  # type: ignore[attr-defined]
     yield run
+
+    async def cancel_the_rest():  # e.g. vLLM's output task after the engine's shutdown: no "destroyed" warnings
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in others:
+            t.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
+    run(cancel_the_rest(), 30)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
 
@@ -228,3 +236,30 @@ def test_logprobs_mode_is_checked_against_the_engine(async_engine):
         AsyncAgent(async_engine, logprobs_mode="processed_logprobs")
     with pytest.raises(ValueError, match="logprobs_mode='raw_logits' is not one of"):
         AsyncAgent(async_engine, logprobs_mode="raw_logits")
+
+
+def test_the_callers_own_requests_on_the_shared_async_engine_run_beside_the_agent(async_engine, run_async, pool):
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from harmony_agent.testing import expected_transcript, prompt_ids
+
+    agent = AsyncAgent(async_engine, session_pool=pool, temperature=0.0, max_tokens=400)
+    entry = SCRIPTED_PROBLEMS[1]
+    ids = prompt_ids(entry.problem, agent.prompt)
+
+    async def mine():
+        last = None
+        async for out in async_engine.engine.generate(TokensPrompt(prompt_token_ids=ids),
+                                                      SamplingParams(temperature=0.0, max_tokens=8), "caller-1"):
+            last = out
+        return list(last.outputs[0].token_ids)
+
+    async def main():
+        return await asyncio.gather(mine(), *(agent.solve(e.problem, seed=i) for i, e in enumerate(SCRIPTED_PROBLEMS)))
+
+    own, *results = run_async(main())
+    assert own == expected_transcript(entry)[0][0][:8]
+    for entry_, result in zip(SCRIPTED_PROBLEMS, results):
+        _check_exact(result, entry_, agent.prompt)
+    agent.close()
