@@ -18,6 +18,10 @@ Prints its figures and ends with one JSON line:
   each tool turn recomputes.
 - append_vs_rerender: per-turn CPU cost of re-rendering a 100-turn, ~100k-token conversation over appending
   the new tokens as the loop does (target >= 20).
+- async_vs_sync: wall time of the synchronous ``Agent`` (offline ``LLM``) over ``AsyncAgent`` (``AsyncLLM``, one
+  coroutine per trajectory) on the same work: ``--async-trajectories`` scripted problems with python calls on the
+  tiny test model, greedy, so both produce the same tokens (checked); both engines are vLLM with the same
+  arguments (target >= 0.95). Run alone with ``--async-vs-sync-only``.
 - loop_cpu_ms_per_turn: the loop's own CPU time per turn (completion handled, call run in a trivial session,
   reply appended, request re-submitted) at turn 100 and at turn 5,000 of one trajectory on an instant stand-in
   engine; the work per turn must not grow with the trajectory (``loop_cpu_turn5000_vs_turn100`` about 1).
@@ -443,6 +447,57 @@ def loop_cpu_per_turn(turns: int = 5_100, windows: tuple[int, ...] = (100, 5_000
     return out
 
 
+def async_vs_sync(trajectories: int = 64, repeats: int = 2) -> dict:
+    """Sync Agent over LLM vs AsyncAgent over AsyncLLM: the same scripted trajectories, best wall time of each."""
+    import asyncio
+
+    from vllm import LLM
+
+    from harmony_agent.async_agent import AsyncAgent, AsyncVLLMEngine
+    from harmony_agent.testing import SCRIPTED_PROBLEMS, build
+    from tool_runtime import SessionPool
+
+    path = str(build())
+    engine_args = dict(enforce_eager=True, max_model_len=4096, enable_prefix_caching=True,
+                       kv_cache_memory_bytes=256 << 20, seed=0, dtype="float32")
+    problems = [SCRIPTED_PROBLEMS[i % len(SCRIPTED_PROBLEMS)].problem for i in range(trajectories)]
+    settings = dict(temperature=0.0, max_tokens=400, conversation_start_date="2025-01-01")
+    sync_s, async_s = [], []
+    with SessionPool(max_sessions=trajectories + 4, timeout=10.0) as pool:
+        llm = LLM(model=path, skip_tokenizer_init=True, **engine_args)
+        agent = Agent(llm=llm, session_pool=pool, **settings)
+
+        async def run_async(aagent):
+            return await asyncio.gather(*(aagent.solve(p, seed=i) for i, p in enumerate(problems)))
+
+        async def main_async():
+            aengine = AsyncVLLMEngine.from_model(path, **engine_args)
+            aagent = AsyncAgent(aengine, session_pool=pool, **settings)
+            try:
+                await run_async(aagent)  # warm-up
+                out = None
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    out = await run_async(aagent)
+                    async_s.append(time.perf_counter() - start)
+                return out
+            finally:
+                aagent.close()
+                aengine.shutdown()
+
+        agent.run(problems[:4], seed=0)  # warm-up
+        sync_results = None
+        for _ in range(repeats):
+            start = time.perf_counter()
+            sync_results = [r for row in agent.run(problems, seed=0) for r in row]
+            sync_s.append(time.perf_counter() - start)
+        del llm
+        async_results = asyncio.run(main_async())
+    same = [r.trajectory.token_ids for r in sync_results or []] == [r.trajectory.token_ids for r in async_results]
+    return {"trajectories": trajectories, "sync_s": sync_s, "async_s": async_s, "same_tokens": same,
+            "ratio": min(sync_s) / min(async_s)}
+
+
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -465,7 +520,18 @@ def main() -> None:
                         help="only the append comparison and the loop's CPU per turn (no engine, no sessions)")
     parser.add_argument("--reuse-only", action="store_true",
                         help="only cache_reuse, on both architectures (8 trajectories each)")
+    parser.add_argument("--async-trajectories", type=int, default=64)
+    parser.add_argument("--async-vs-sync-only", action="store_true",
+                        help="only the sync Agent vs AsyncAgent comparison (tiny model, both vLLM engines)")
     args = parser.parse_args()
+
+    if args.async_vs_sync_only:
+        avs = async_vs_sync(args.async_trajectories)
+        print(f"async vs sync: {avs['trajectories']} scripted trajectories with python calls, greedy: sync Agent "
+              f"{[round(x, 2) for x in avs['sync_s']]} s, AsyncAgent {[round(x, 2) for x in avs['async_s']]} s -> "
+              f"{avs['ratio']:.2f} (same tokens: {avs['same_tokens']})")
+        print(json.dumps({"async_vs_sync": round(avs["ratio"], 2)}))
+        return
 
     print("append vs re-render (no engine) ...", flush=True)
     avr = append_vs_rerender()
@@ -559,6 +625,10 @@ def main() -> None:
         ForcedCalls.random_segments = False
         reuse["llama"] = round(measure_reuse(llm, pool, texts, args.tokens, prompt, "llama"), 3)
 
+    avs = async_vs_sync(args.async_trajectories)
+    print(f"async vs sync: {avs['trajectories']} scripted trajectories, sync {min(avs['sync_s']):.2f} s, async "
+          f"{min(avs['async_s']):.2f} s -> {avs['ratio']:.2f} (same tokens: {avs['same_tokens']})")
+    figures["async_vs_sync"] = round(avs["ratio"], 2)
     print(json.dumps({"loop_vs_raw": round(loop_rate / raw_rate, 3),
                       "continuous_vs_barrier": round(barrier_s / continuous_s, 2), **figures,
                       "cache_reuse": {"llama": reuse["llama"], "gpt_oss": reuse["gpt_oss"]}}))

@@ -6,6 +6,7 @@
 """
 from .agent import Agent, Task, solve
 from .answer import extract_boxed
+from .async_agent import AsyncAgent, AsyncVLLMEngine
 from .config import LoopConfig, PromptConfig, Sampling
 from .engine import Completion, Engine, Request, VLLMEngine, build_llm
 from .errors import EngineError, EngineFailure, HarmonyAgentError, ToolRuntimeError, VocabularyError
@@ -18,4 +19,5 @@ __all__ = [
     "Agent", "Task", "solve", "LoopConfig", "Result", "ToolCallRecord", "Trajectory", "Segment", "PromptConfig",
     "render_prompt", "extract_boxed", "Engine", "Request", "Completion", "Sampling", "VLLMEngine", "build_llm",
     "HarmonyAgentError", "VocabularyError", "EngineError", "EngineFailure", "ToolRuntimeError", "Rollout", "Phase",
+    "AsyncAgent", "AsyncVLLMEngine",
 ]

@@ -93,7 +93,11 @@ class Agent:
         self.config = loop
         get_encoding()  # fail now, with the fix in the message, if the vocabulary is missing
         if engine is None:
-            engine = VLLMEngine(llm) if llm is not None else VLLMEngine.from_model(model, **(engine_kwargs or {}))
+            engine = VLLMEngine(llm) if llm is not None else VLLMEngine.from_model(
+                model, **{"logprobs_mode": sampling.logprobs_mode, **(engine_kwargs or {})})
+        check = getattr(engine, "check_sampling", None)
+        if check is not None:
+            check(sampling)  # e.g. a logprobs_mode the engine was not built with: fail before anything runs
         self.engine = engine
         self._pool = session_pool
         self._own_pool = session_pool is None
@@ -171,6 +175,24 @@ class Agent:
             results[key[0]][key[1]] = result
         return results  # type: ignore[return-value]
 
+    # -- weights (RL) ---------------------------------------------------------------------------------------
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, Any]] | dict) -> None:
+        """Load a trainer's new weights (checkpoint names, e.g. ``model.state_dict()``) into the engine and reset
+        its prefix cache, between two runs. See docs/rl.md."""
+        update = getattr(self.engine, "update_weights", None)
+        if update is None:
+            raise TypeError(f"{type(self.engine).__name__} cannot load weights: update them yourself, then call "
+                            "agent.weights_updated()")
+        update(named_tensors)
+
+    def weights_updated(self) -> None:
+        """Call after changing the engine's weights yourself: drops the KV cached under the old weights, which a
+        re-submitted prefix would otherwise reuse (a silent off-policy bug)."""
+        reset = getattr(self.engine, "weights_updated", None)
+        if reset is not None:
+            reset()
+
     def close(self) -> None:
         """Stop the session pool this agent started (the engine stays usable: it may be the caller's)."""
         with self._pool_lock:
@@ -239,9 +261,11 @@ def solve(problem: Any, *, model: str | None = None, llm: Any = None, engine_kwa
     if llm is None:
         if model is None:
             raise ValueError("solve() needs model= (a name or path) or llm= (a vllm.LLM)")
-        key = (model, repr(sorted((engine_kwargs or {}).items())))  # values may be unhashable (dicts)
+        mode = agent_kwargs.get("logprobs_mode") or getattr(agent_kwargs.get("sampling"), "logprobs_mode", None)
+        kwargs = {**({"logprobs_mode": mode} if mode else {}), **(engine_kwargs or {})}
+        key = (model, repr(sorted(kwargs.items())))  # values may be unhashable (dicts)
         if key not in _ENGINES:
-            _ENGINES[key] = VLLMEngine.from_model(model, **(engine_kwargs or {}))
+            _ENGINES[key] = VLLMEngine.from_model(model, **kwargs)
         engine = _ENGINES[key]
     with Agent(llm=llm, engine=engine, **agent_kwargs) as agent:
         row = agent.run([problem], n=1 if n is None else n, seed=seed)[0]

@@ -32,6 +32,10 @@ DEFAULT_MAX_CONCURRENT = 256
 #: Seconds a call may take beyond ``tool_timeout`` (opening a session, interrupting a cell) before the loop stops
 #: waiting and answers it as a runtime failure; only a broken tool runtime ever reaches it.
 DEFAULT_TOOL_GRACE = 60.0
+#: Which logprobs vLLM returns for sampled tokens (its ``logprobs_mode``): ``raw_logprobs`` are the model's own
+#: log-softmax, before temperature/top-k/top-p; ``processed_logprobs`` are the distribution actually sampled from.
+LOGPROBS_MODES = ("raw_logprobs", "processed_logprobs")
+DEFAULT_LOGPROBS_MODE = "raw_logprobs"
 
 
 @dataclass(frozen=True)
@@ -59,12 +63,17 @@ class PromptConfig:
 
 @dataclass(frozen=True)
 class Sampling:
-    """Sampling settings shared by every request of a run (``top_k=-1``: off)."""
+    """Sampling settings shared by every request of a run (``top_k=-1``: off).
+
+    ``logprobs_mode`` says which logprob is recorded for each sampled token (see :data:`LOGPROBS_MODES`); vLLM
+    fixes it per engine, so an engine built with another mode is refused before the run starts.
+    """
 
     temperature: float = DEFAULT_TEMPERATURE
     top_p: float = DEFAULT_TOP_P
     top_k: int = DEFAULT_TOP_K
     logprobs: bool = True
+    logprobs_mode: str = DEFAULT_LOGPROBS_MODE
 
     def __post_init__(self) -> None:
         if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
@@ -74,6 +83,9 @@ class Sampling:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if not (isinstance(self.top_k, int) and (self.top_k == -1 or self.top_k >= 1)):
             raise ValueError(f"top_k must be -1 (off) or >= 1, got {self.top_k}")
+        if self.logprobs_mode not in LOGPROBS_MODES:
+            raise ValueError(f"logprobs_mode={self.logprobs_mode!r} is not one of {', '.join(LOGPROBS_MODES)} "
+                             "(raw: the model's log-softmax; processed: after temperature/top-k/top-p)")
 
 
 @dataclass(frozen=True)

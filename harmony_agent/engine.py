@@ -14,7 +14,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterable, Literal, Protocol, Sequence, runtime_checkable
 
 from .config import Sampling
 from .encoding import STOP_TOKEN_IDS
@@ -173,6 +173,8 @@ class VLLMEngine:
         self.max_model_len = int(self._core.model_config.max_model_len)
         self._prefix = f"ha{id(self):x}-"
         self._ids = itertools.count()
+        self._mine: set[str] = set()   # ids submitted through this adapter and not finished yet
+        self._others: list[Any] = []
         # vLLM >= 0.3x wants prompts processed by its renderer; older versions take a TokensPrompt as it is
         self._render = getattr(getattr(self._core, "renderer", None), "render_cmpl", None)
 
@@ -185,32 +187,36 @@ class VLLMEngine:
         return f"{self._prefix}{next(self._ids)}"
 
     def submit(self, request: Request, sampling: Sampling) -> None:
-        from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
 
-        params = SamplingParams(
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k,
-            max_tokens=request.max_tokens,
-            seed=request.seed,
-            stop_token_ids=list(STOP_TOKEN_IDS),
-            # only the loop's stop tokens end an action: vLLM would otherwise also stop on every id of the model's
-            # generation_config eos_token_id (gpt-oss lists <|return|>, <|endoftext|> and <|call|>)
-            ignore_eos=True,
-            detokenize=False,
-            skip_special_tokens=False,
-            logprobs=0 if sampling.logprobs else None,
-            output_kind=RequestOutputKind.FINAL_ONLY,
-        )
+        params = sampling_params(request, sampling)
         prompt = TokensPrompt(prompt_token_ids=list(request.prompt_ids))
         if self._render is not None:
             (prompt,) = self._render([prompt])
         self._core.add_request(request.request_id, prompt, params)
+        self._mine.add(request.request_id)
+
+    def check_sampling(self, sampling: Sampling) -> None:
+        """Refuse settings this engine cannot honour (called by the Agent before a run)."""
+        check_logprobs_mode(self._core.model_config, sampling)
 
     def step(self) -> list[Completion]:
-        return [self._completion(out) for out in self._core.step() if out.finished]
+        """One engine step: the finished requests submitted through this adapter, as Completions. Outputs of other
+        requests (the caller's own, on a shared ``LLM``) are kept for the caller: :meth:`take_other_outputs`."""
+        mine = []
+        for out in self._core.step():
+            if out.request_id not in self._mine:
+                self._others.append(out)
+            elif out.finished:
+                self._mine.discard(out.request_id)
+                mine.append(completion_from_output(out))
+        return mine
+
+    def take_other_outputs(self) -> list[Any]:
+        """The ``RequestOutput``s of requests not submitted by this adapter that came out of the steps it took
+        (in order, emptied by the call). A caller sharing the ``LLM`` with a run reads its own outputs here."""
+        outputs, self._others = self._others, []
+        return outputs
 
     def has_unfinished(self) -> bool:
         return bool(self._core.has_unfinished_requests())
@@ -218,14 +224,66 @@ class VLLMEngine:
     def abort(self, request_ids: list[str]) -> None:
         if request_ids:
             self._core.abort_request(list(request_ids))
+            self._mine.difference_update(request_ids)
 
-    @staticmethod
-    def _completion(out: Any) -> Completion:
-        choice = out.outputs[0]
-        ids = list(choice.token_ids)
-        logprobs = None
-        if choice.logprobs is not None:
-            logprobs = [position[token].logprob for position, token in zip(choice.logprobs, ids)]
-        reason = choice.finish_reason
-        finish = "stop" if reason == "stop" else "length" if reason == "length" else "abort"
-        return Completion(out.request_id, ids, logprobs, finish, int(getattr(out, "num_cached_tokens", 0) or 0))
+    # -- weights -------------------------------------------------------------------------------------------
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
+        """Load new weights (checkpoint names and shapes, as a transformers ``state_dict`` has them; all of them or
+        a subset) into the engine, then reset its prefix cache (:meth:`weights_updated`). Call it between runs."""
+        from .weights import load_weights
+
+        load_weights(self.llm, named_tensors)
+        self.weights_updated()
+
+    def weights_updated(self) -> None:
+        """The engine's weights changed: drop every cached KV block, which the old weights computed (a re-submitted
+        prefix would otherwise reuse them, and the run would sample from a mix of old and new policy)."""
+        if not self.llm.reset_prefix_cache():
+            raise EngineError("vLLM could not reset its prefix cache (requests are still running): update weights "
+                              "between runs, when no request is in the engine")
+
+
+def sampling_params(request: Request, sampling: Sampling) -> Any:
+    """The ``vllm.SamplingParams`` of one request: token in, token out, stop on ``<|return|>``/``<|call|>``, the
+    sampled token's logprob when ``sampling.logprobs``; one finished output per request."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    return SamplingParams(
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=sampling.top_k,
+        max_tokens=request.max_tokens,
+        seed=request.seed,
+        stop_token_ids=list(STOP_TOKEN_IDS),
+        # only the loop's stop tokens end an action: vLLM would otherwise also stop on every id of the model's
+        # generation_config eos_token_id (gpt-oss lists <|return|>, <|endoftext|> and <|call|>)
+        ignore_eos=True,
+        detokenize=False,
+        skip_special_tokens=False,
+        logprobs=0 if sampling.logprobs else None,
+        output_kind=RequestOutputKind.FINAL_ONLY,
+    )
+
+
+def check_logprobs_mode(model_config: Any, sampling: Sampling) -> None:
+    """vLLM fixes ``logprobs_mode`` per engine (not per request): refuse a run whose ``Sampling`` asks for another."""
+    mode = getattr(model_config, "logprobs_mode", "raw_logprobs")
+    if sampling.logprobs and mode != sampling.logprobs_mode:
+        raise EngineError(f"the engine returns {mode} but Sampling(logprobs_mode={sampling.logprobs_mode!r}) was "
+                          f"asked for: build the engine with logprobs_mode={sampling.logprobs_mode!r} "
+                          f"(vllm.LLM(..., logprobs_mode=...)), or use Sampling(logprobs_mode={mode!r})")
+
+
+def completion_from_output(out: Any) -> Completion:
+    """A finished vLLM ``RequestOutput`` as a :class:`Completion` (the sampled token's logprob at each position)."""
+    choice = out.outputs[0]
+    ids = list(choice.token_ids)
+    logprobs = None
+    if choice.logprobs is not None:
+        logprobs = [position[token].logprob for position, token in zip(choice.logprobs, ids)]
+    reason = choice.finish_reason
+    finish: Literal["stop", "length", "abort"] = "stop" if reason == "stop" else "length" if reason == "length" \
+        else "abort"
+    return Completion(out.request_id, ids, logprobs, finish, int(getattr(out, "num_cached_tokens", 0) or 0))
