@@ -32,6 +32,7 @@ so the loop parses real calls and runs them (the sampled "code" is junk, so each
 round trip through the tool runtime). The raw baseline's requests go through the same processor but have no
 stop tokens, so they pay the same per-token cost and never stop.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -116,17 +117,38 @@ def bench_model(path: Path, arch: str = "llama") -> Path:
     if arch == "llama":
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        config = LlamaConfig(vocab_size=201088, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
-                             num_attention_heads=2, num_key_value_heads=2, head_dim=64, max_position_embeddings=8192,
-                             tie_word_embeddings=True, eos_token_id=200002, bos_token_id=199998)
+        config = LlamaConfig(
+            vocab_size=201088,
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=64,
+            max_position_embeddings=8192,
+            tie_word_embeddings=True,
+            eos_token_id=200002,
+            bos_token_id=199998,
+        )
         model = LlamaForCausalLM(config)
     else:  # the real models' layer pattern (sliding window 128 / full), sinks, experts, YaRN (run with 8192 context)
         from transformers import GptOssConfig, GptOssForCausalLM
 
-        config = GptOssConfig(vocab_size=201088, hidden_size=128, intermediate_size=128, num_hidden_layers=4,
-                              num_attention_heads=2, num_key_value_heads=1, head_dim=64, num_local_experts=4,
-                              num_experts_per_tok=2, sliding_window=128, max_position_embeddings=131072,
-                              eos_token_id=200002, bos_token_id=199998)
+        config = GptOssConfig(
+            vocab_size=201088,
+            hidden_size=128,
+            intermediate_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=64,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            sliding_window=128,
+            max_position_embeddings=131072,
+            eos_token_id=200002,
+            bos_token_id=199998,
+        )
         model = GptOssForCausalLM(config)
     tmp = path.with_name(path.name + ".tmp")
     model.to(torch.bfloat16).save_pretrained(tmp)
@@ -157,7 +179,7 @@ class ReuseMeter:
         done = self.engine.step()
         for completion in done:
             prompt = self.prompts.pop(completion.request_id)
-            previous = max((seq for seq in self.finished if prompt[:len(seq)] == seq), key=len, default=None)
+            previous = max((seq for seq in self.finished if prompt[: len(seq)] == seq), key=len, default=None)
             if previous is not None:
                 self.finished.remove(previous)
                 self.resubmissions.append((len(prompt), completion.cached_tokens, len(previous) - 1))
@@ -178,10 +200,16 @@ class ReuseMeter:
             return sum(min(c // size * size, (n - 1) // size * size) for n, _, c in self.resubmissions)
 
         turns = max(1, len(self.resubmissions))
-        return {"resubmissions": len(self.resubmissions), "submitted": submitted, "reused": reused,
-                "cache_reuse": reused / max(1, submitted), "bound": bound(block) / max(1, submitted),
-                "bound_16": bound(16) / max(1, submitted), "recomputed_per_turn": (submitted - reused) / turns,
-                "recomputed_per_turn_16": (submitted - bound(16)) / turns}
+        return {
+            "resubmissions": len(self.resubmissions),
+            "submitted": submitted,
+            "reused": reused,
+            "cache_reuse": reused / max(1, submitted),
+            "bound": bound(block) / max(1, submitted),
+            "bound_16": bound(16) / max(1, submitted),
+            "recomputed_per_turn": (submitted - reused) / turns,
+            "recomputed_per_turn_16": (submitted - bound(16)) / turns,
+        }
 
 
 def measure_reuse(llm, pool, texts: list[str], max_tokens: int, prompt: PromptConfig, name: str) -> float:
@@ -192,11 +220,14 @@ def measure_reuse(llm, pool, texts: list[str], max_tokens: int, prompt: PromptCo
     s = meter.summary(block)
     cached = sum(r.prompt_tokens_cached for r in results)
     total = cached + sum(r.prompt_tokens_prefilled for r in results)
-    print(f"cache reuse, {name}: {s['resubmissions']} re-submissions after tool calls, {s['submitted']} prompt "
-          f"tokens, {s['reused']} reused -> {s['cache_reuse']:.3f} (every full {block}-token block: "
-          f"{s['bound']:.3f}; with 16-token blocks: {s['bound_16']:.3f}); each tool turn recomputes "
-          f"{s['recomputed_per_turn']:.0f} tokens here, {s['recomputed_per_turn_16']:.0f} with 16-token blocks; "
-          f"all requests incl. first prompts (Result counts): {cached}/{total}", flush=True)
+    print(
+        f"cache reuse, {name}: {s['resubmissions']} re-submissions after tool calls, {s['submitted']} prompt "
+        f"tokens, {s['reused']} reused -> {s['cache_reuse']:.3f} (every full {block}-token block: "
+        f"{s['bound']:.3f}; with 16-token blocks: {s['bound_16']:.3f}); each tool turn recomputes "
+        f"{s['recomputed_per_turn']:.0f} tokens here, {s['recomputed_per_turn_16']:.0f} with 16-token blocks; "
+        f"all requests incl. first prompts (Result counts): {cached}/{total}",
+        flush=True,
+    )
     return s["cache_reuse"]
 
 
@@ -235,8 +266,12 @@ def raw_generate(llm, prompts: list[list[int]], max_tokens: int, seed: int) -> t
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    params = [SamplingParams(temperature=1.0, max_tokens=max_tokens, ignore_eos=True, detokenize=False,
-                             logprobs=0, seed=seed + i) for i in range(len(prompts))]
+    params = [
+        SamplingParams(
+            temperature=1.0, max_tokens=max_tokens, ignore_eos=True, detokenize=False, logprobs=0, seed=seed + i
+        )
+        for i in range(len(prompts))
+    ]
     start = time.perf_counter()
     outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
     seconds = time.perf_counter() - start
@@ -244,16 +279,23 @@ def raw_generate(llm, prompts: list[list[int]], max_tokens: int, seed: int) -> t
 
 
 def loop_generate(engine, pool, texts: list[str], max_tokens: int, seed: int, prompt: PromptConfig):
-    agent = Agent(engine=engine, session_pool=pool, max_tokens=max_tokens, max_tool_calls=10_000,
-                  conversation_start_date=prompt.conversation_start_date, temperature=1.0)
+    agent = Agent(
+        engine=engine,
+        session_pool=pool,
+        max_tokens=max_tokens,
+        max_tool_calls=10_000,
+        conversation_start_date=prompt.conversation_start_date,
+        temperature=1.0,
+    )
     start = time.perf_counter()
     results = [r for _, r in agent.stream(Task(t, seed=seed + i) for i, t in enumerate(texts))]
     seconds = time.perf_counter() - start
     return results, seconds
 
 
-def barrier_generate(engine, pool, texts: list[str], max_tokens: int, seed: int,
-                     prompt: PromptConfig) -> tuple[float, float, int]:
+def barrier_generate(
+    engine, pool, texts: list[str], max_tokens: int, seed: int, prompt: PromptConfig
+) -> tuple[float, float, int]:
     """The round-barrier baseline on any Engine: generate for all, then run all tools, then the next round.
 
     Returns (wall seconds, seconds spent generating, rounds).
@@ -271,9 +313,12 @@ def barrier_generate(engine, pool, texts: list[str], max_tokens: int, seed: int,
             owner = {}
             for i in active:
                 t = trajectories[i]
-                request = Request(f"barrier-{turn}-{i}", list(t.token_ids),
-                                  min(max_tokens - t.num_model_tokens, engine.max_model_len - len(t)),
-                                  seed + i + turn * 1_000_003)  # the seeds the continuous scheduler uses
+                request = Request(
+                    f"barrier-{turn}-{i}",
+                    list(t.token_ids),
+                    min(max_tokens - t.num_model_tokens, engine.max_model_len - len(t)),
+                    seed + i + turn * 1_000_003,
+                )  # the seeds the continuous scheduler uses
                 engine.submit(request, sampling)
                 owner[request.request_id] = i
             done = {}
@@ -355,8 +400,10 @@ def append_vs_rerender(turns: int = 100, total_tokens: int = 100_000) -> dict:
     for _ in range(turns):
         analysis = " ".join(rng.choice(words) for _ in range(per_turn - 120))
         code = "\n".join(f"x{j} = {rng.randint(0, 10**6)} * {rng.randint(0, 10**6)}" for j in range(8))
-        text = (f"<|channel|>analysis<|message|>{analysis}<|end|><|start|>assistant"
-                f"<|channel|>analysis to=python code<|message|>{code}<|call|>")
+        text = (
+            f"<|channel|>analysis<|message|>{analysis}<|end|><|start|>assistant"
+            f"<|channel|>analysis to=python code<|message|>{code}<|call|>"
+        )
         completion_ids = enc.encode(text, allowed_special="all")
         parsed = parse_completion(completion_ids)
         messages.extend(parsed.messages)
@@ -370,8 +417,13 @@ def append_vs_rerender(turns: int = 100, total_tokens: int = 100_000) -> dict:
         return enc.render_conversation_for_completion(conversation, oh.Role.ASSISTANT)
 
     def append():
-        t = Trajectory(trajectory.token_ids[:], trajectory.loss_mask[:], trajectory.logprobs[:],
-                       trajectory.segments[:], trajectory.prompt_len)
+        t = Trajectory(
+            trajectory.token_ids[:],
+            trajectory.loss_mask[:],
+            trajectory.logprobs[:],
+            trajectory.segments[:],
+            trajectory.prompt_len,
+        )
         start = time.perf_counter()
         parsed = parse_completion(completion_ids)  # what the loop does with a new completion
         t.append_model(completion_ids, None)
@@ -436,8 +488,13 @@ class _TrivialPool:
 def loop_cpu_per_turn(turns: int = 5_100, windows: tuple[int, ...] = (100, 5_000), width: int = 100) -> dict:
     """CPU ms per turn of the loop itself around given turns of one long trajectory (instant engine and tool)."""
     engine = InstantEngine()
-    agent = Agent(engine=engine, session_pool=_TrivialPool(), max_tool_calls=turns, max_tokens=1 << 40,
-                  conversation_start_date="2025-01-01")
+    agent = Agent(
+        engine=engine,
+        session_pool=_TrivialPool(),
+        max_tool_calls=turns,
+        max_tokens=1 << 40,
+        conversation_start_date="2025-01-01",
+    )
     [(_, result)] = list(agent.stream([Task("Benchmark problem")]))
     marks = engine.cpu_at_submit
     out = {"turns": len(marks) - 1, "tokens": len(result.trajectory)}
@@ -458,8 +515,14 @@ def async_vs_sync(trajectories: int = 64, repeats: int = 2) -> dict:
     from tool_runtime import SessionPool
 
     path = str(build())
-    engine_args = dict(enforce_eager=True, max_model_len=4096, enable_prefix_caching=True,
-                       kv_cache_memory_bytes=256 << 20, seed=0, dtype="float32")
+    engine_args = dict(
+        enforce_eager=True,
+        max_model_len=4096,
+        enable_prefix_caching=True,
+        kv_cache_memory_bytes=256 << 20,
+        seed=0,
+        dtype="float32",
+    )
     problems = [SCRIPTED_PROBLEMS[i % len(SCRIPTED_PROBLEMS)].problem for i in range(trajectories)]
     settings = dict(temperature=0.0, max_tokens=400, conversation_start_date="2025-01-01")
     sync_s, async_s = [], []
@@ -494,8 +557,13 @@ def async_vs_sync(trajectories: int = 64, repeats: int = 2) -> dict:
         del llm
         async_results = asyncio.run(main_async())
     same = [r.trajectory.token_ids for r in sync_results or []] == [r.trajectory.token_ids for r in async_results]
-    return {"trajectories": trajectories, "sync_s": sync_s, "async_s": async_s, "same_tokens": same,
-            "ratio": min(sync_s) / min(async_s)}
+    return {
+        "trajectories": trajectories,
+        "sync_s": sync_s,
+        "async_s": async_s,
+        "same_tokens": same,
+        "ratio": min(sync_s) / min(async_s),
+    }
 
 
 def _timed(fn) -> float:
@@ -508,44 +576,69 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trajectories", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=1000, help="generated tokens per trajectory")
-    parser.add_argument("--barrier-trajectories", type=int, default=4,
-                        help="trajectories of the barrier comparison; few, so that generating a 200-token segment "
-                             "takes seconds as on a GPU rather than the CPU's tens of seconds at 16")
-    parser.add_argument("--model-dir", type=Path,
-                        default=Path(os.environ.get("HARMONY_AGENT_BENCH_CACHE",
-                                                    Path.home() / ".cache" / "harmony-agent")) / "bench-model")
-    parser.add_argument("--decode-bound-only", action="store_true",
-                        help="only the append and decode-bound comparisons (no vLLM engine; seconds)")
-    parser.add_argument("--per-turn-only", action="store_true",
-                        help="only the append comparison and the loop's CPU per turn (no engine, no sessions)")
-    parser.add_argument("--reuse-only", action="store_true",
-                        help="only cache_reuse, on both architectures (8 trajectories each)")
+    parser.add_argument(
+        "--barrier-trajectories",
+        type=int,
+        default=4,
+        help="trajectories of the barrier comparison; few, so that generating a 200-token segment "
+        "takes seconds as on a GPU rather than the CPU's tens of seconds at 16",
+    )
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path(os.environ.get("HARMONY_AGENT_BENCH_CACHE", Path.home() / ".cache" / "harmony-agent"))
+        / "bench-model",
+    )
+    parser.add_argument(
+        "--decode-bound-only",
+        action="store_true",
+        help="only the append and decode-bound comparisons (no vLLM engine; seconds)",
+    )
+    parser.add_argument(
+        "--per-turn-only",
+        action="store_true",
+        help="only the append comparison and the loop's CPU per turn (no engine, no sessions)",
+    )
+    parser.add_argument(
+        "--reuse-only", action="store_true", help="only cache_reuse, on both architectures (8 trajectories each)"
+    )
     parser.add_argument("--async-trajectories", type=int, default=64)
-    parser.add_argument("--async-vs-sync-only", action="store_true",
-                        help="only the sync Agent vs AsyncAgent comparison (tiny model, both vLLM engines)")
+    parser.add_argument(
+        "--async-vs-sync-only",
+        action="store_true",
+        help="only the sync Agent vs AsyncAgent comparison (tiny model, both vLLM engines)",
+    )
     args = parser.parse_args()
 
     if args.async_vs_sync_only:
         avs = async_vs_sync(args.async_trajectories)
-        print(f"async vs sync: {avs['trajectories']} scripted trajectories with python calls, greedy: sync Agent "
-              f"{[round(x, 2) for x in avs['sync_s']]} s, AsyncAgent {[round(x, 2) for x in avs['async_s']]} s -> "
-              f"{avs['ratio']:.2f} (same tokens: {avs['same_tokens']})")
+        print(
+            f"async vs sync: {avs['trajectories']} scripted trajectories with python calls, greedy: sync Agent "
+            f"{[round(x, 2) for x in avs['sync_s']]} s, AsyncAgent {[round(x, 2) for x in avs['async_s']]} s -> "
+            f"{avs['ratio']:.2f} (same tokens: {avs['same_tokens']})"
+        )
         print(json.dumps({"async_vs_sync": round(avs["ratio"], 2)}))
         return
 
     print("append vs re-render (no engine) ...", flush=True)
     avr = append_vs_rerender()
-    print(f"  {avr['tokens']} tokens, 100 turns: re-render {avr['rerender_ms']:.2f} ms/turn, append "
-          f"{avr['append_ms']:.3f} ms/turn -> {avr['ratio']:.1f}x; re-render token-identical to the model's "
-          f"tokens: {avr['rerender_token_identical']}")
+    print(
+        f"  {avr['tokens']} tokens, 100 turns: re-render {avr['rerender_ms']:.2f} ms/turn, append "
+        f"{avr['append_ms']:.3f} ms/turn -> {avr['ratio']:.1f}x; re-render token-identical to the model's "
+        f"tokens: {avr['rerender_token_identical']}"
+    )
 
     print("loop CPU per turn (instant stand-in engine and tool) ...", flush=True)
     per_turn = loop_cpu_per_turn()
-    print(f"  one trajectory, {per_turn['turns']} calls, {per_turn['tokens']} tokens: {per_turn[100]:.3f} ms/turn "
-          f"at turn 100, {per_turn[5000]:.3f} ms/turn at turn 5,000 -> {per_turn[5000] / per_turn[100]:.2f}x")
-    figures = {"loop_cpu_ms_per_turn": {"turn100": round(per_turn[100], 3), "turn5000": round(per_turn[5000], 3)},
-               "loop_cpu_turn5000_vs_turn100": round(per_turn[5000] / per_turn[100], 2),
-               "append_vs_rerender": round(avr["ratio"], 1)}
+    print(
+        f"  one trajectory, {per_turn['turns']} calls, {per_turn['tokens']} tokens: {per_turn[100]:.3f} ms/turn "
+        f"at turn 100, {per_turn[5000]:.3f} ms/turn at turn 5,000 -> {per_turn[5000] / per_turn[100]:.2f}x"
+    )
+    figures = {
+        "loop_cpu_ms_per_turn": {"turn100": round(per_turn[100], 3), "turn5000": round(per_turn[5000], 3)},
+        "loop_cpu_turn5000_vs_turn100": round(per_turn[5000] / per_turn[100], 2),
+        "append_vs_rerender": round(avr["ratio"], 1),
+    }
     if args.per_turn_only:
         print(json.dumps(figures))
         return
@@ -556,13 +649,17 @@ def main() -> None:
     with SessionPool(max_sessions=max(args.trajectories, args.barrier_trajectories) + 4, timeout=10.0) as pool:
         texts_d = problems(args.trajectories)
         decode_bound = DecodeBoundEngine(step_seconds=0.01)
-        barrier_d, _, rounds_d = barrier_generate(decode_bound, LatencyPool(pool, seed=2), texts_d, args.tokens, 7,
-                                                  prompt)
+        barrier_d, _, rounds_d = barrier_generate(
+            decode_bound, LatencyPool(pool, seed=2), texts_d, args.tokens, 7, prompt
+        )
         _, continuous_d = loop_generate(decode_bound, LatencyPool(pool, seed=2), texts_d, args.tokens, 7, prompt)
-        print(f"continuous vs barrier, decode-bound stand-in engine (10 ms a step at any batch size, as a GPU): "
-              f"{args.trajectories} trajectories, a call after 50-350 tokens, tool latency U(0, 2) s: barrier "
-              f"{barrier_d:.1f} s ({rounds_d} rounds), continuous {continuous_d:.1f} s -> "
-              f"{barrier_d / continuous_d:.2f}x", flush=True)
+        print(
+            f"continuous vs barrier, decode-bound stand-in engine (10 ms a step at any batch size, as a GPU): "
+            f"{args.trajectories} trajectories, a call after 50-350 tokens, tool latency U(0, 2) s: barrier "
+            f"{barrier_d:.1f} s ({rounds_d} rounds), continuous {continuous_d:.1f} s -> "
+            f"{barrier_d / continuous_d:.2f}x",
+            flush=True,
+        )
         figures["continuous_vs_barrier_decode_bound"] = round(barrier_d / continuous_d, 2)
         if args.decode_bound_only:
             print(json.dumps(figures))
@@ -572,12 +669,20 @@ def main() -> None:
         from vllm import LLM
 
         def load(arch: str):
-            model = bench_model(args.model_dir if arch == "llama" else args.model_dir.with_name(
-                args.model_dir.name + "-gpt-oss"), arch)
-            return LLM(model=str(model), skip_tokenizer_init=True, enforce_eager=True, max_model_len=8192,
-                       enable_prefix_caching=True, kv_cache_memory_bytes=1 << 30, logits_processors=[ForcedCalls],
-                       dtype="float32",  # bf16 matmuls fall back to a slow path on CPUs without bf16 instructions
-                       seed=0)
+            model = bench_model(
+                args.model_dir if arch == "llama" else args.model_dir.with_name(args.model_dir.name + "-gpt-oss"), arch
+            )
+            return LLM(
+                model=str(model),
+                skip_tokenizer_init=True,
+                enforce_eager=True,
+                max_model_len=8192,
+                enable_prefix_caching=True,
+                kv_cache_memory_bytes=1 << 30,
+                logits_processors=[ForcedCalls],
+                dtype="float32",  # bf16 matmuls fall back to a slow path on CPUs without bf16 instructions
+                seed=0,
+            )
 
         # gpt-oss first: the first engine of a process sets up vLLM's parallel groups, and a mixture-of-experts
         # model started after a Llama fails ("expert parallel group is not initialized")
@@ -607,31 +712,45 @@ def main() -> None:
             loop_rates.append(sum(r.num_model_tokens for r in results) / seconds)
             calls = sum(len(r.tool_calls) for r in results)
         raw_rate, loop_rate = max(raw_rates), max(loop_rates)
-        print(f"loop vs raw: {args.trajectories} trajectories x {args.tokens} tokens, a call every {CALL_EVERY} "
-              f"tokens ({calls} calls): raw {raw_rate:.0f} tok/s, loop {loop_rate:.0f} tok/s "
-              f"-> {loop_rate / raw_rate:.3f} (best of 2 each; all: raw {[round(r) for r in raw_rates]}, "
-              f"loop {[round(r) for r in loop_rates]})")
+        print(
+            f"loop vs raw: {args.trajectories} trajectories x {args.tokens} tokens, a call every {CALL_EVERY} "
+            f"tokens ({calls} calls): raw {raw_rate:.0f} tok/s, loop {loop_rate:.0f} tok/s "
+            f"-> {loop_rate / raw_rate:.3f} (best of 2 each; all: raw {[round(r) for r in raw_rates]}, "
+            f"loop {[round(r) for r in loop_rates]})"
+        )
 
         texts_b = problems(args.barrier_trajectories)
         ForcedCalls.random_segments = True  # irregular calls, as a model makes them
-        barrier_s, generating_s, rounds = barrier_generate(engine, LatencyPool(pool, seed=1), texts_b, args.tokens,
-                                                           7, prompt)
+        barrier_s, generating_s, rounds = barrier_generate(
+            engine, LatencyPool(pool, seed=1), texts_b, args.tokens, 7, prompt
+        )
         _, continuous_s = loop_generate(engine, LatencyPool(pool, seed=1), texts_b, args.tokens, 7, prompt)
-        print(f"continuous vs barrier, vLLM CPU engine: {args.barrier_trajectories} trajectories, a call after "
-              f"50-350 tokens, tool latency U(0, 2) s: "
-              f"barrier {barrier_s:.1f} s ({rounds} rounds, {generating_s / rounds:.1f} s of generation each), "
-              f"continuous {continuous_s:.1f} s -> {barrier_s / continuous_s:.2f}x")
+        print(
+            f"continuous vs barrier, vLLM CPU engine: {args.barrier_trajectories} trajectories, a call after "
+            f"50-350 tokens, tool latency U(0, 2) s: "
+            f"barrier {barrier_s:.1f} s ({rounds} rounds, {generating_s / rounds:.1f} s of generation each), "
+            f"continuous {continuous_s:.1f} s -> {barrier_s / continuous_s:.2f}x"
+        )
 
         ForcedCalls.random_segments = False
         reuse["llama"] = round(measure_reuse(llm, pool, texts, args.tokens, prompt, "llama"), 3)
 
     avs = async_vs_sync(args.async_trajectories)
-    print(f"async vs sync: {avs['trajectories']} scripted trajectories, sync {min(avs['sync_s']):.2f} s, async "
-          f"{min(avs['async_s']):.2f} s -> {avs['ratio']:.2f} (same tokens: {avs['same_tokens']})")
+    print(
+        f"async vs sync: {avs['trajectories']} scripted trajectories, sync {min(avs['sync_s']):.2f} s, async "
+        f"{min(avs['async_s']):.2f} s -> {avs['ratio']:.2f} (same tokens: {avs['same_tokens']})"
+    )
     figures["async_vs_sync"] = round(avs["ratio"], 2)
-    print(json.dumps({"loop_vs_raw": round(loop_rate / raw_rate, 3),
-                      "continuous_vs_barrier": round(barrier_s / continuous_s, 2), **figures,
-                      "cache_reuse": {"llama": reuse["llama"], "gpt_oss": reuse["gpt_oss"]}}))
+    print(
+        json.dumps(
+            {
+                "loop_vs_raw": round(loop_rate / raw_rate, 3),
+                "continuous_vs_barrier": round(barrier_s / continuous_s, 2),
+                **figures,
+                "cache_reuse": {"llama": reuse["llama"], "gpt_oss": reuse["gpt_oss"]},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ hard_kill_over_timeout_s  how long after its timeout a cell that ignores SIGINT 
 fresh_kernel_p50_ms  jupyter_client.start_new_kernel() until the kernel answers (without importing numpy/sympy,
                   which favours the baseline)
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tool_runtime import SessionPool  # noqa: E402
 
 # A typical competition-math cell, and a heavier one (symbolic integration pulls in much more of sympy).
-SYMPY_CELL = ("import sympy as sp\nx = sp.symbols('x')\n"
-              "sp.solve(x**3 - 6*x**2 + 11*x - 6, x), sp.factorint(2024), sp.simplify((x**2 - 1)/(x - 1))")
+SYMPY_CELL = (
+    "import sympy as sp\nx = sp.symbols('x')\n"
+    "sp.solve(x**3 - 6*x**2 + 11*x - 6, x), sp.factorint(2024), sp.simplify((x**2 - 1)/(x - 1))"
+)
 HEAVY_CELL = "import sympy as sp\nx = sp.Symbol('x')\nsp.integrate(sp.sin(x)**2 * sp.exp(x), x)"
 
 
@@ -89,8 +92,9 @@ def measure_pss(pool: SessionPool, cell: str, n: int = 20) -> tuple[float, float
     return statistics.mean(per_session), total / n
 
 
-PRINT_LOOP = ("import time as _t\n_start = _t.perf_counter()\nfor i in range({n}): print(i)\n"
-              "_loop_s = _t.perf_counter() - _start")
+PRINT_LOOP = (
+    "import time as _t\n_start = _t.perf_counter()\nfor i in range({n}): print(i)\n_loop_s = _t.perf_counter() - _start"
+)
 
 
 def bench_print(pool: SessionPool, runs: int = 3) -> tuple[float, float, float]:
@@ -112,9 +116,14 @@ def bench_print(pool: SessionPool, runs: int = 3) -> tuple[float, float, float]:
     bare = []
     for _ in range(runs):
         code = PRINT_LOOP.format(n=10**5) + "\nimport sys\nsys.stderr.write(repr(_loop_s))"
-        done = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,  # stdout is a pipe, as measured
+        )
         bare.append(float(done.stderr))
+
     def runs_of(values: list[float]) -> str:
         return f"{statistics.median(values):.3f} s (runs {', '.join(f'{x:.3f}' for x in values)})"
 
@@ -125,8 +134,7 @@ def bench_print(pool: SessionPool, runs: int = 3) -> tuple[float, float, float]:
 def bench_hard_kill(pool: SessionPool, timeout: float = 1.0) -> float:
     """Seconds past `timeout` until run() returns for cells that a SIGINT does not stop (worst of the two)."""
     worst = 0.0
-    for cell in ("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True: pass",
-                 "sum(range(10**13))"):
+    for cell in ("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True: pass", "sum(range(10**13))"):
         with pool.open() as session:
             t = time.perf_counter()
             r = session.run(cell, timeout=timeout)
@@ -156,8 +164,10 @@ def main() -> None:
     start_s = time.perf_counter() - t
     iso = pool.info["isolation"]
     print(f"template start (fresh interpreter, imports, warm-up): {start_s:.2f} s; pid {pool.info['template_pid']}")
-    print("isolation:", {k: iso[k] for k in ("pid_namespace", "net_namespace", "per_session_uid", "cgroups",
-                                            "process_limit")})
+    print(
+        "isolation:",
+        {k: iso[k] for k in ("pid_namespace", "net_namespace", "per_session_uid", "cgroups", "process_limit")},
+    )
 
     bench_open(pool, 5, 0.05)  # warm-up
     steady = bench_open(pool, 40, 0.05)
@@ -179,19 +189,24 @@ def main() -> None:
     s.close()
 
     print_1e5, print_ratio, print_1e6 = bench_print(pool)
-    print(f"cell printing 10^5 lines: {print_1e5:.3f} s; 10^6 lines: {print_1e6:.2f} s; per print vs plain python3: "
-          f"{print_ratio:.2f}x")
+    print(
+        f"cell printing 10^5 lines: {print_1e5:.3f} s; 10^6 lines: {print_1e6:.2f} s; per print vs plain python3: "
+        f"{print_ratio:.2f}x"
+    )
     hard_kill = bench_hard_kill(pool)
 
     pss, amortized = measure_pss(pool, SYMPY_CELL)
-    print(f"PSS per session after a sympy cell (20 open):     {pss:.1f} MiB (session + its reaper); "
-          f"whole pool / 20: {amortized:.1f} MiB")
+    print(
+        f"PSS per session after a sympy cell (20 open):     {pss:.1f} MiB (session + its reaper); "
+        f"whole pool / 20: {amortized:.1f} MiB"
+    )
     pss50, amortized50 = measure_pss(pool, SYMPY_CELL, n=50)
-    print(f"  same with 50 sessions open:                      {pss50:.1f} MiB; whole pool / 50: "
-          f"{amortized50:.1f} MiB")
+    print(f"  same with 50 sessions open:                      {pss50:.1f} MiB; whole pool / 50: {amortized50:.1f} MiB")
     heavy, heavy_amortized = measure_pss(pool, HEAVY_CELL)
-    print(f"  same after sympy.integrate (heavier cell):       {heavy:.1f} MiB; whole pool / 20: "
-          f"{heavy_amortized:.1f} MiB")
+    print(
+        f"  same after sympy.integrate (heavier cell):       {heavy:.1f} MiB; whole pool / 20: "
+        f"{heavy_amortized:.1f} MiB"
+    )
     pool.close()
 
     with SessionPool(max_sessions=32, spare_sessions=0) as cold_pool:
@@ -200,6 +215,7 @@ def main() -> None:
     print(f"open(), cold (spare_sessions=0, fork + set-up):   {ms(cold)}")
 
     from jupyter_client.manager import start_new_kernel
+
     kernels, kernels_numpy = [], []
     for _ in range(5):
         t = time.perf_counter()
@@ -214,18 +230,24 @@ def main() -> None:
 
     fork_p50 = statistics.median(steady) * 1000
     kernel_p50 = statistics.median(kernels) * 1000
-    print(f"speedup vs fresh kernel: {kernel_p50 / fork_p50:.0f}x (default open), "
-          f"{kernel_p50 / (statistics.median(cold) * 1000):.0f}x (cold open)")
-    print(json.dumps({
-        "fork_p50_ms": round(fork_p50, 2),
-        "run_p50_ms": round(statistics.median(runs) * 1000, 3),
-        "pss_mib_per_session": round(pss, 2),
-        "print_1e5_s": round(print_1e5, 3),
-        "print_vs_bare": round(print_ratio, 2),
-        "hard_kill_over_timeout_s": round(hard_kill, 3),
-        "fresh_kernel_p50_ms": round(kernel_p50, 1),
-        "speedup_vs_fresh_kernel": round(kernel_p50 / fork_p50, 1),
-    }))
+    print(
+        f"speedup vs fresh kernel: {kernel_p50 / fork_p50:.0f}x (default open), "
+        f"{kernel_p50 / (statistics.median(cold) * 1000):.0f}x (cold open)"
+    )
+    print(
+        json.dumps(
+            {
+                "fork_p50_ms": round(fork_p50, 2),
+                "run_p50_ms": round(statistics.median(runs) * 1000, 3),
+                "pss_mib_per_session": round(pss, 2),
+                "print_1e5_s": round(print_1e5, 3),
+                "print_vs_bare": round(print_ratio, 2),
+                "hard_kill_over_timeout_s": round(hard_kill, 3),
+                "fresh_kernel_p50_ms": round(kernel_p50, 1),
+                "speedup_vs_fresh_kernel": round(kernel_p50 / fork_p50, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@
 
 The last line printed is a JSON summary. See docs/rl.md for a walk through it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,9 @@ def rollout_batch(results: list[list[Result]]) -> list[dict]:
     for i, (entry, row) in enumerate(zip(SCRIPTED_PROBLEMS, results)):
         for r in row:
             item = r.trajectory.to_rl()
-            item.update(problem=i, reward=float(r.answer == entry.answer), tool_calls=len(r.tool_calls),
-                        finish=r.finish_reason)
+            item.update(
+                problem=i, reward=float(r.answer == entry.answer), tool_calls=len(r.tool_calls), finish=r.finish_reason
+            )
             batch.append(item)
     return batch
 
@@ -58,7 +60,7 @@ def response_logprobs(model, item: dict, temperature: float) -> torch.Tensor:
     logits = model(ids).logits[0, :-1].float() / temperature
     start = len(item["prompt_ids"]) - 1
     logp = torch.log_softmax(logits[start:], -1)
-    return logp.gather(1, ids[0, start + 1:, None])[:, 0]
+    return logp.gather(1, ids[0, start + 1 :, None])[:, 0]
 
 
 def max_logprob_diff(model, batch: list[dict], temperature: float) -> float:
@@ -112,11 +114,25 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.manual_seed(0)
     path = args.model or build()
-    llm = LLM(model=str(path), skip_tokenizer_init=True, enforce_eager=True, max_model_len=4096, seed=0,
-              enable_prefix_caching=True, kv_cache_memory_bytes=256 << 20, dtype="float32",
-              logprobs_mode=LOGPROBS_MODE)
-    agent = Agent(llm=llm, temperature=args.temperature, max_tokens=args.max_tokens, max_tool_calls=3,
-                  logprobs_mode=LOGPROBS_MODE, conversation_start_date="2025-06-01")
+    llm = LLM(
+        model=str(path),
+        skip_tokenizer_init=True,
+        enforce_eager=True,
+        max_model_len=4096,
+        seed=0,
+        enable_prefix_caching=True,
+        kv_cache_memory_bytes=256 << 20,
+        dtype="float32",
+        logprobs_mode=LOGPROBS_MODE,
+    )
+    agent = Agent(
+        llm=llm,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        max_tool_calls=3,
+        logprobs_mode=LOGPROBS_MODE,
+        conversation_start_date="2025-06-01",
+    )
     policy = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32)
     problems = [entry.problem for entry in SCRIPTED_PROBLEMS]
     summary: dict = {}
@@ -127,28 +143,39 @@ def main(argv: list[str] | None = None) -> dict:
         summary["tool_calls"] = sum(item["tool_calls"] for item in before)
         summary["sampled_tokens"] = sum(sum(item["response_mask"]) for item in before)
         summary["reward_before"] = mean_reward(before)
-        print(f"generated {len(before)} trajectories ({summary['tool_calls']} python calls, "
-              f"{summary['sampled_tokens']} sampled tokens) in {time.monotonic() - start:.1f} s; "
-              f"reward {summary['reward_before']:.3f}", flush=True)
+        print(
+            f"generated {len(before)} trajectories ({summary['tool_calls']} python calls, "
+            f"{summary['sampled_tokens']} sampled tokens) in {time.monotonic() - start:.1f} s; "
+            f"reward {summary['reward_before']:.3f}",
+            flush=True,
+        )
 
         policy.eval()
         summary["max_abs_logprob_diff"] = max_logprob_diff(policy, before, args.temperature)
-        print(f"transformers vs vLLM sampled logprobs (float32, {LOGPROBS_MODE}): max abs diff "
-              f"{summary['max_abs_logprob_diff']:.2e}", flush=True)
+        print(
+            f"transformers vs vLLM sampled logprobs (float32, {LOGPROBS_MODE}): max abs diff "
+            f"{summary['max_abs_logprob_diff']:.2e}",
+            flush=True,
+        )
 
         policy.train()
         summary["loss"] = policy_gradient_step(policy, before, args.temperature, args.lr)
         policy.eval()
         summary["old_vs_new_policy"] = max_logprob_diff(policy, before, args.temperature)
-        print(f"one policy-gradient step (SGD lr {args.lr}): loss {summary['loss']:.4f}; the sampled tokens' "
-              f"logprobs moved by up to {summary['old_vs_new_policy']:.3f}", flush=True)
+        print(
+            f"one policy-gradient step (SGD lr {args.lr}): loss {summary['loss']:.4f}; the sampled tokens' "
+            f"logprobs moved by up to {summary['old_vs_new_policy']:.3f}",
+            flush=True,
+        )
 
         agent.update_weights(dict(policy.named_parameters()))  # load into vLLM + reset its prefix cache
         after = rollout_batch(agent.run(problems, n=args.n, seed=0))  # the same seeds: a paired comparison
         summary["reward_after"] = mean_reward(after)
         summary["max_abs_logprob_diff_after_update"] = max_logprob_diff(policy, after, args.temperature)
-        print(f"after the update: transformers vs vLLM max abs diff "
-              f"{summary['max_abs_logprob_diff_after_update']:.2e} (vLLM samples from the new weights)")
+        print(
+            f"after the update: transformers vs vLLM max abs diff "
+            f"{summary['max_abs_logprob_diff_after_update']:.2e} (vLLM samples from the new weights)"
+        )
         print(f"reward before {summary['reward_before']:.3f} -> after {summary['reward_after']:.3f}")
     finally:
         agent.close()

@@ -4,6 +4,7 @@
 >>> solve("What is 2**100 mod 7?", model="openai/gpt-oss-20b").answer                 # doctest: +SKIP
 '2'
 """
+
 from .agent import Agent, Task, solve
 from .answer import extract_boxed
 from .async_agent import AsyncAgent, AsyncVLLMEngine
@@ -16,8 +17,30 @@ from .rollout import Phase, Rollout
 from .trajectory import Segment, Trajectory
 
 __all__ = [
-    "Agent", "Task", "solve", "LoopConfig", "Result", "ToolCallRecord", "Trajectory", "Segment", "PromptConfig",
-    "render_prompt", "extract_boxed", "Engine", "Request", "Completion", "Sampling", "VLLMEngine", "build_llm",
-    "HarmonyAgentError", "VocabularyError", "EngineError", "EngineFailure", "ToolRuntimeError", "Rollout", "Phase",
-    "AsyncAgent", "AsyncVLLMEngine",
+    "Agent",
+    "Task",
+    "solve",
+    "LoopConfig",
+    "Result",
+    "ToolCallRecord",
+    "Trajectory",
+    "Segment",
+    "PromptConfig",
+    "render_prompt",
+    "extract_boxed",
+    "Engine",
+    "Request",
+    "Completion",
+    "Sampling",
+    "VLLMEngine",
+    "build_llm",
+    "HarmonyAgentError",
+    "VocabularyError",
+    "EngineError",
+    "EngineFailure",
+    "ToolRuntimeError",
+    "Rollout",
+    "Phase",
+    "AsyncAgent",
+    "AsyncVLLMEngine",
 ]

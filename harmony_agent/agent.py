@@ -1,4 +1,5 @@
 """``Agent`` and ``solve``: the public entry points of the loop."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -7,8 +8,9 @@ import logging
 import os
 import random
 import threading
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, fields, replace
-from typing import Any, Hashable, Iterable, Iterator
+from typing import Any
 
 from .config import LoopConfig, PromptConfig, Sampling
 from .encoding import get_encoding
@@ -41,8 +43,9 @@ class Task:
             raise TypeError(f"seed must be an int or None, got {type(self.seed).__name__}")
 
 
-def apply_shortcuts(prompt: PromptConfig, sampling: Sampling, loop: LoopConfig,
-                    shortcuts: dict[str, Any]) -> tuple[PromptConfig, Sampling, LoopConfig]:
+def apply_shortcuts(
+    prompt: PromptConfig, sampling: Sampling, loop: LoopConfig, shortcuts: dict[str, Any]
+) -> tuple[PromptConfig, Sampling, LoopConfig]:
     """Apply flat keyword shortcuts (``temperature=0.6``, ``max_tool_calls=5``) to the configuration object
     that owns each name; an unknown name is a TypeError that lists the valid ones.
 
@@ -59,7 +62,7 @@ def apply_shortcuts(prompt: PromptConfig, sampling: Sampling, loop: LoopConfig,
         mine = {k: v for k, v in shortcuts.items() if owners[k] == i}
         if mine:
             objects[i] = replace(obj, **mine)
-    return objects[0], objects[1], objects[2]  # type: ignore[return-value]
+    return objects[0], objects[1], objects[2]
 
 
 class Agent:
@@ -77,14 +80,24 @@ class Agent:
     '2'
     """
 
-    def __init__(self, llm: Any = None, *, model: str | None = None, engine: Engine | None = None,
-                 engine_kwargs: dict[str, Any] | None = None, prompt: PromptConfig | None = None,
-                 sampling: Sampling | None = None, loop: LoopConfig | None = None, session_pool: Any = None,
-                 **shortcuts: Any):
+    def __init__(
+        self,
+        llm: Any = None,
+        *,
+        model: str | None = None,
+        engine: Engine | None = None,
+        engine_kwargs: dict[str, Any] | None = None,
+        prompt: PromptConfig | None = None,
+        sampling: Sampling | None = None,
+        loop: LoopConfig | None = None,
+        session_pool: Any = None,
+        **shortcuts: Any,
+    ):
         if sum(x is not None for x in (llm, model, engine)) != 1:
             raise ValueError("pass exactly one of llm= (a vllm.LLM), model= (a name or path) or engine=")
-        prompt, sampling, loop = apply_shortcuts(prompt or PromptConfig(), sampling or Sampling(),
-                                                 loop or LoopConfig(), shortcuts)
+        prompt, sampling, loop = apply_shortcuts(
+            prompt or PromptConfig(), sampling or Sampling(), loop or LoopConfig(), shortcuts
+        )
         # the date is fixed once per agent, so a run that crosses midnight renders every prompt alike
         if prompt.conversation_start_date is None:
             prompt = replace(prompt, conversation_start_date=_dt.date.today().isoformat())
@@ -93,8 +106,14 @@ class Agent:
         self.config = loop
         get_encoding()  # fail now, with the fix in the message, if the vocabulary is missing
         if engine is None:
-            engine = VLLMEngine(llm) if llm is not None else VLLMEngine.from_model(
-                model, **{"logprobs_mode": sampling.logprobs_mode, **(engine_kwargs or {})})
+            assert llm is not None or model is not None  # exactly one of llm/model/engine, checked above
+            engine = (
+                VLLMEngine(llm)
+                if llm is not None
+                else VLLMEngine.from_model(
+                    str(model), **{"logprobs_mode": sampling.logprobs_mode, **(engine_kwargs or {})}
+                )
+            )
         check = getattr(engine, "check_sampling", None)
         if check is not None:
             check(sampling)  # e.g. a logprobs_mode the engine was not built with: fail before anything runs
@@ -110,14 +129,19 @@ class Agent:
         with self._pool_lock:
             if self._pool is not None:
                 if getattr(self._pool, "closed", False) is True:
-                    raise ToolRuntimeError("the session pool given as session_pool= is closed: pass an open pool, "
-                                           "or run without tools with python=False")
+                    raise ToolRuntimeError(
+                        "the session pool given as session_pool= is closed: pass an open pool, "
+                        "or run without tools with python=False"
+                    )
                 return
             try:
                 from tool_runtime import SessionPool
 
-                self._pool = SessionPool(max_sessions=self.config.max_concurrent, timeout=self.config.tool_timeout,
-                                         max_output_chars=self.config.max_output_chars)
+                self._pool = SessionPool(
+                    max_sessions=self.config.max_concurrent,
+                    timeout=self.config.tool_timeout,
+                    max_output_chars=self.config.max_output_chars,
+                )
             except Exception as exc:
                 raise ToolRuntimeError(
                     f"the python tool runtime could not start ({type(exc).__name__}: {exc}); fix the tool runtime "
@@ -146,12 +170,24 @@ class Agent:
         prompts = _PromptCache(self.prompt)
 
         def start(task: Task) -> Rollout:
-            return Rollout(task, prompts.render(task.problem), loop=self.config, python=self.prompt.python,
-                           max_model_len=max_model_len, seed=task.seed, problem=task.problem)
+            return Rollout(
+                task,
+                prompts.render(task.problem),
+                loop=self.config,
+                python=self.prompt.python,
+                max_model_len=max_model_len,
+                seed=task.seed,
+                problem=task.problem,
+            )
 
-        scheduler = Scheduler(self.engine, self.sampling, self.config, start=start,
-                              open_session=self._open_session if self.prompt.python else None,
-                              new_request_id=getattr(self.engine, "new_request_id", None) or _new_request_id)
+        scheduler = Scheduler(
+            self.engine,
+            self.sampling,
+            self.config,
+            start=start,
+            open_session=self._open_session if self.prompt.python else None,
+            new_request_id=getattr(self.engine, "new_request_id", None) or _new_request_id,
+        )
         yield from scheduler.run(t if isinstance(t, Task) else Task(t) for t in tasks)
 
     def run(self, problems: Iterable[Any] | str, n: int = 1, seed: int | None = None) -> list[list[Result]]:
@@ -182,8 +218,10 @@ class Agent:
         its prefix cache, between two runs. See docs/rl.md."""
         update = getattr(self.engine, "update_weights", None)
         if update is None:
-            raise TypeError(f"{type(self.engine).__name__} cannot load weights: update them yourself, then call "
-                            "agent.weights_updated()")
+            raise TypeError(
+                f"{type(self.engine).__name__} cannot load weights: update them yourself, then call "
+                "agent.weights_updated()"
+            )
         update(named_tensors)
 
     def weights_updated(self) -> None:
@@ -200,7 +238,7 @@ class Agent:
                 self._pool.close()
                 self._pool = None
 
-    def __enter__(self) -> "Agent":
+    def __enter__(self) -> Agent:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -241,8 +279,16 @@ def _new_request_id() -> str:
 _ENGINES: dict[tuple, VLLMEngine] = {}
 
 
-def solve(problem: Any, *, model: str | None = None, llm: Any = None, engine_kwargs: dict[str, Any] | None = None,
-          n: int | None = None, seed: int | None = None, **agent_kwargs: Any) -> Any:
+def solve(
+    problem: Any,
+    *,
+    model: str | None = None,
+    llm: Any = None,
+    engine_kwargs: dict[str, Any] | None = None,
+    n: int | None = None,
+    seed: int | None = None,
+    **agent_kwargs: Any,
+) -> Any:
     """Solve one problem (a string or a list of messages): its :class:`Result`, or ``n`` of them as a list.
 
     Settings are :class:`Agent`'s (``prompt=``, ``sampling=``, ``loop=`` or flat shortcuts). Without ``seed`` each

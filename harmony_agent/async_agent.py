@@ -12,6 +12,7 @@ python session.
 >>> agent = AsyncAgent(llm)                                                                 # doctest: +SKIP
 >>> result = await agent.solve("What is 2**100 mod 7?", seed=0)                             # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -20,8 +21,9 @@ import functools
 import itertools
 import logging
 import threading
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import replace
-from typing import Any, AsyncIterable, AsyncIterator, Iterable
+from typing import Any
 
 from .agent import Agent, Task, _PromptCache, apply_shortcuts, fresh_seed
 from .config import LoopConfig, PromptConfig, Sampling
@@ -45,7 +47,7 @@ class AsyncVLLMEngine:
         self._render = getattr(getattr(engine, "renderer", None), "render_cmpl", None)
 
     @classmethod
-    def from_model(cls, model: str, **engine_kwargs: Any) -> "AsyncVLLMEngine":
+    def from_model(cls, model: str, **engine_kwargs: Any) -> AsyncVLLMEngine:
         """Build an ``AsyncLLM`` for token-in/token-out use (no tokenizer, prefix caching on; an explicit KV size on
         vLLM's CPU build). Its engine core runs in a child process: scripts need an ``if __name__ == "__main__"``
         guard."""
@@ -60,8 +62,10 @@ class AsyncVLLMEngine:
         try:
             return cls(AsyncLLM.from_engine_args(AsyncEngineArgs(model=model, **kwargs)))
         except Exception as exc:
-            raise EngineError(f"cannot start vLLM's AsyncLLM for {model!r} ({type(exc).__name__}: {exc}); check the "
-                              "model path and the engine arguments") from exc
+            raise EngineError(
+                f"cannot start vLLM's AsyncLLM for {model!r} ({type(exc).__name__}: {exc}); check the "
+                "model path and the engine arguments"
+            ) from exc
 
     def new_request_id(self) -> str:
         return f"{self._prefix}{next(self._ids)}"
@@ -93,8 +97,10 @@ class AsyncVLLMEngine:
     async def weights_updated(self) -> None:
         """Drop the KV blocks the old weights computed (see ``VLLMEngine.weights_updated``)."""
         if not await self.engine.reset_prefix_cache():
-            raise EngineError("vLLM could not reset its prefix cache (requests are still running): update weights "
-                              "when no request is in the engine")
+            raise EngineError(
+                "vLLM could not reset its prefix cache (requests are still running): update weights "
+                "when no request is in the engine"
+            )
 
     def shutdown(self) -> None:
         self.engine.shutdown()
@@ -115,13 +121,23 @@ class AsyncAgent:
     _open_session = Agent._open_session
     close_pool = Agent.close
 
-    def __init__(self, engine: Any = None, *, model: str | None = None, engine_kwargs: dict[str, Any] | None = None,
-                 prompt: PromptConfig | None = None, sampling: Sampling | None = None, loop: LoopConfig | None = None,
-                 session_pool: Any = None, **shortcuts: Any):
+    def __init__(
+        self,
+        engine: Any = None,
+        *,
+        model: str | None = None,
+        engine_kwargs: dict[str, Any] | None = None,
+        prompt: PromptConfig | None = None,
+        sampling: Sampling | None = None,
+        loop: LoopConfig | None = None,
+        session_pool: Any = None,
+        **shortcuts: Any,
+    ):
         if (engine is None) == (model is None):
             raise ValueError("pass exactly one of engine= (an AsyncLLM or AsyncVLLMEngine) or model= (a name or path)")
-        prompt, sampling, loop = apply_shortcuts(prompt or PromptConfig(), sampling or Sampling(),
-                                                 loop or LoopConfig(), shortcuts)
+        prompt, sampling, loop = apply_shortcuts(
+            prompt or PromptConfig(), sampling or Sampling(), loop or LoopConfig(), shortcuts
+        )
         if prompt.conversation_start_date is None:
             import datetime as _dt
 
@@ -130,8 +146,10 @@ class AsyncAgent:
         get_encoding()  # fail now, with the fix in the message, if the vocabulary is missing
         self._own_engine = engine is None
         if engine is None:
-            engine = AsyncVLLMEngine.from_model(model,  # type: ignore[arg-type]
-                                                **{"logprobs_mode": sampling.logprobs_mode, **(engine_kwargs or {})})
+            engine = AsyncVLLMEngine.from_model(
+                model,  # type: ignore[arg-type]
+                **{"logprobs_mode": sampling.logprobs_mode, **(engine_kwargs or {})},
+            )
         elif not hasattr(engine, "generate") or not hasattr(engine, "new_request_id"):
             engine = AsyncVLLMEngine(engine)
         check = getattr(engine, "check_sampling", None)
@@ -157,8 +175,15 @@ class AsyncAgent:
         """Run one :class:`Task` to its end (its seed as given: ``None`` is unseeded sampling)."""
         if self.prompt.python:  # starting the pool (once) spawns its template process: not on the event loop
             await asyncio.get_running_loop().run_in_executor(None, self._ensure_pool)  # type: ignore[misc]
-        rollout = Rollout(task, self._prompts.render(task.problem), loop=self.config, python=self.prompt.python,
-                          max_model_len=self.max_model_len, seed=task.seed, problem=task.problem)
+        rollout = Rollout(
+            task,
+            self._prompts.render(task.problem),
+            loop=self.config,
+            python=self.prompt.python,
+            max_model_len=self.max_model_len,
+            seed=task.seed,
+            problem=task.problem,
+        )
         try:
             while rollout.phase is not Phase.FINISHED:
                 if rollout.phase is Phase.READY:
@@ -167,8 +192,9 @@ class AsyncAgent:
                     outcome = await self._run_call(rollout)
                     if outcome.fatal is not None:
                         raise outcome.fatal
-                    self._guarded(rollout, functools.partial(rollout.on_tool_outcome, outcome),
-                                  "handling the tool output")
+                    self._guarded(
+                        rollout, functools.partial(rollout.on_tool_outcome, outcome), "handling the tool output"
+                    )
                 else:  # GENERATING is only ever seen inside _generate
                     rollout.fail(f"unexpected phase {rollout.phase.value}")
         finally:  # finished, failed, or cancelled: the session goes now (a running cell is stopped)
@@ -191,8 +217,11 @@ class AsyncAgent:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise EngineFailure(f"the engine failed during the run ({type(exc).__name__}: {exc}); the task is in "
-                                "this error's .unfinished", [r.task]) from exc
+            raise EngineFailure(
+                f"the engine failed during the run ({type(exc).__name__}: {exc}); the task is in "
+                "this error's .unfinished",
+                [r.task],
+            ) from exc
         self._guarded(r, lambda: r.on_completion(completion), "handling the completion")
 
     async def _run_call(self, r: Rollout) -> ToolOutcome:
@@ -200,7 +229,13 @@ class AsyncAgent:
         call = r.call
         assert call is not None
         future = asyncio.get_running_loop().run_in_executor(
-            self._tool_executor(), run_tool_call, r, call, self._open_session, self.config.tool_timeout)  # type: ignore[misc]
+            self._tool_executor(),
+            run_tool_call,
+            r,
+            call,
+            self._open_session,  # type: ignore[misc]
+            self.config.tool_timeout,
+        )
         try:
             return await asyncio.wait_for(future, self.config.tool_deadline)
         except asyncio.TimeoutError:
@@ -216,15 +251,20 @@ class AsyncAgent:
         try:
             step()
         except Exception as exc:
-            logger.warning("%s failed for one trajectory (%s: %s); it ends with finish_reason='error'", what,
-                           type(exc).__name__, exc)
+            logger.warning(
+                "%s failed for one trajectory (%s: %s); it ends with finish_reason='error'",
+                what,
+                type(exc).__name__,
+                exc,
+            )
             r.fail(f"{what} failed: {type(exc).__name__}: {exc}")
 
     def _tool_executor(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._pool_lock:
             if self._executor is None:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=self.config.max_concurrent, thread_name_prefix="harmony-async-tool")
+                    max_workers=self.config.max_concurrent, thread_name_prefix="harmony-async-tool"
+                )
             return self._executor
 
     # -- many trajectories ---------------------------------------------------------------------------------
@@ -255,8 +295,9 @@ class AsyncAgent:
                     exc = future.exception()
                     if isinstance(exc, EngineFailure):
                         unfinished = [task, *running.values()]
-                        raise EngineFailure(f"{exc}; {len(unfinished)} unfinished task(s) in .unfinished",
-                                            unfinished) from exc.__cause__
+                        raise EngineFailure(
+                            f"{exc}; {len(unfinished)} unfinished task(s) in .unfinished", unfinished
+                        ) from exc.__cause__
                     if exc is not None:
                         raise exc
                     yield task, future.result()
@@ -304,7 +345,7 @@ class AsyncAgent:
         if self._own_engine:
             self.engine.shutdown()
 
-    async def __aenter__(self) -> "AsyncAgent":
+    async def __aenter__(self) -> AsyncAgent:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -313,8 +354,8 @@ class AsyncAgent:
 
 async def _aiter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
     if hasattr(items, "__aiter__"):
-        async for item in items:  # type: ignore[union-attr]
+        async for item in items:
             yield item
     else:
-        for item in items:  # type: ignore[union-attr]
+        for item in items:
             yield item

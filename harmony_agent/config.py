@@ -11,6 +11,7 @@ Traceback (most recent call last):
 ...
 ValueError: temperature must be >= 0 (0 is greedy), got -1
 """
+
 from __future__ import annotations
 
 import math
@@ -56,9 +57,7 @@ class PromptConfig:
 
     def __post_init__(self) -> None:
         if self.reasoning_effort not in REASONING_EFFORTS:
-            raise ValueError(
-                f"reasoning_effort={self.reasoning_effort!r} is not one of {', '.join(REASONING_EFFORTS)}"
-            )
+            raise ValueError(f"reasoning_effort={self.reasoning_effort!r} is not one of {', '.join(REASONING_EFFORTS)}")
 
 
 @dataclass(frozen=True)
@@ -76,16 +75,19 @@ class Sampling:
     logprobs_mode: str = DEFAULT_LOGPROBS_MODE
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
-                and self.temperature >= 0):
+        if not (
+            isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature >= 0
+        ):
             raise ValueError(f"temperature must be >= 0 (0 is greedy), got {self.temperature}")
         if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if not (isinstance(self.top_k, int) and (self.top_k == -1 or self.top_k >= 1)):
             raise ValueError(f"top_k must be -1 (off) or >= 1, got {self.top_k}")
         if self.logprobs_mode not in LOGPROBS_MODES:
-            raise ValueError(f"logprobs_mode={self.logprobs_mode!r} is not one of {', '.join(LOGPROBS_MODES)} "
-                             "(raw: the model's log-softmax; processed: after temperature/top-k/top-p)")
+            raise ValueError(
+                f"logprobs_mode={self.logprobs_mode!r} is not one of {', '.join(LOGPROBS_MODES)} "
+                "(raw: the model's log-softmax; processed: after temperature/top-k/top-p)"
+            )
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,11 @@ class LoopConfig:
             raise ValueError(f"max_tokens must be an int >= 1, got {self.max_tokens!r}")
         if not (isinstance(self.max_tool_calls, int) and self.max_tool_calls >= 0):
             raise ValueError(f"max_tool_calls must be an int >= 0, got {self.max_tool_calls!r}")
-        if not (isinstance(self.tool_timeout, (int, float)) and math.isfinite(self.tool_timeout)
-                and 0 < self.tool_timeout <= 86_400):
+        if not (
+            isinstance(self.tool_timeout, (int, float))
+            and math.isfinite(self.tool_timeout)
+            and 0 < self.tool_timeout <= 86_400
+        ):
             raise ValueError(f"tool_timeout must be seconds in (0, 86400], got {self.tool_timeout!r}")
         if not (isinstance(self.max_output_chars, int) and self.max_output_chars >= 1):
             raise ValueError(f"max_output_chars must be an int >= 1, got {self.max_output_chars!r}")

@@ -4,6 +4,7 @@ The scheduler submits token prompts and receives finished completions with token
 adapter drives ``LLM.llm_engine`` (``add_request`` / ``step``) so that requests added between steps join the
 running batch: a trajectory that comes back from a tool call does not wait for the others.
 """
+
 from __future__ import annotations
 
 import ast
@@ -12,9 +13,10 @@ import logging
 import multiprocessing
 import os
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from .config import Sampling
 from .encoding import STOP_TOKEN_IDS
@@ -173,13 +175,13 @@ class VLLMEngine:
         self.max_model_len = int(self._core.model_config.max_model_len)
         self._prefix = f"ha{id(self):x}-"
         self._ids = itertools.count()
-        self._mine: set[str] = set()   # ids submitted through this adapter and not finished yet
+        self._mine: set[str] = set()  # ids submitted through this adapter and not finished yet
         self._others: list[Any] = []
         # vLLM >= 0.3x wants prompts processed by its renderer; older versions take a TokensPrompt as it is
         self._render = getattr(getattr(self._core, "renderer", None), "render_cmpl", None)
 
     @classmethod
-    def from_model(cls, model: str, **engine_kwargs: Any) -> "VLLMEngine":
+    def from_model(cls, model: str, **engine_kwargs: Any) -> VLLMEngine:
         return cls(build_llm(model, **engine_kwargs))
 
     def new_request_id(self) -> str:
@@ -240,8 +242,10 @@ class VLLMEngine:
         """The engine's weights changed: drop every cached KV block, which the old weights computed (a re-submitted
         prefix would otherwise reuse them, and the run would sample from a mix of old and new policy)."""
         if not self.llm.reset_prefix_cache():
-            raise EngineError("vLLM could not reset its prefix cache (requests are still running): update weights "
-                              "between runs, when no request is in the engine")
+            raise EngineError(
+                "vLLM could not reset its prefix cache (requests are still running): update weights "
+                "between runs, when no request is in the engine"
+            )
 
 
 def sampling_params(request: Request, sampling: Sampling) -> Any:
@@ -271,9 +275,11 @@ def check_logprobs_mode(model_config: Any, sampling: Sampling) -> None:
     """vLLM fixes ``logprobs_mode`` per engine (not per request): refuse a run whose ``Sampling`` asks for another."""
     mode = getattr(model_config, "logprobs_mode", "raw_logprobs")
     if sampling.logprobs and mode != sampling.logprobs_mode:
-        raise EngineError(f"the engine returns {mode} but Sampling(logprobs_mode={sampling.logprobs_mode!r}) was "
-                          f"asked for: build the engine with logprobs_mode={sampling.logprobs_mode!r} "
-                          f"(vllm.LLM(..., logprobs_mode=...)), or use Sampling(logprobs_mode={mode!r})")
+        raise EngineError(
+            f"the engine returns {mode} but Sampling(logprobs_mode={sampling.logprobs_mode!r}) was "
+            f"asked for: build the engine with logprobs_mode={sampling.logprobs_mode!r} "
+            f"(vllm.LLM(..., logprobs_mode=...)), or use Sampling(logprobs_mode={mode!r})"
+        )
 
 
 def completion_from_output(out: Any) -> Completion:
@@ -284,6 +290,7 @@ def completion_from_output(out: Any) -> Completion:
     if choice.logprobs is not None:
         logprobs = [position[token].logprob for position, token in zip(choice.logprobs, ids)]
     reason = choice.finish_reason
-    finish: Literal["stop", "length", "abort"] = "stop" if reason == "stop" else "length" if reason == "length" \
-        else "abort"
+    finish: Literal["stop", "length", "abort"] = (
+        "stop" if reason == "stop" else "length" if reason == "length" else "abort"
+    )
     return Completion(out.request_id, ids, logprobs, finish, int(getattr(out, "num_cached_tokens", 0) or 0))

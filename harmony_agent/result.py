@@ -1,4 +1,5 @@
 """The outcome of one trajectory: answer, messages, tool calls and the exact token trajectory."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

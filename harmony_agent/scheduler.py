@@ -12,6 +12,7 @@ run with :class:`~harmony_agent.errors.EngineFailure` carrying the unfinished ta
 close sessions) runs each step on its own and never replaces the error that ended the run; it does not wait for
 running cells.
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,7 +21,8 @@ import queue
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from .config import LoopConfig, Sampling
 from .engine import Engine
@@ -40,9 +42,15 @@ class Scheduler:
     ``start(task) -> Rollout`` and ``open_session() -> session`` come from the :class:`~harmony_agent.Agent`.
     """
 
-    def __init__(self, engine: Engine, sampling: Sampling, config: LoopConfig,
-                 start: Callable[[Any], Rollout], open_session: Callable[[], Any] | None,
-                 new_request_id: Callable[[], str]):
+    def __init__(
+        self,
+        engine: Engine,
+        sampling: Sampling,
+        config: LoopConfig,
+        start: Callable[[Any], Rollout],
+        open_session: Callable[[], Any] | None,
+        new_request_id: Callable[[], str],
+    ):
         self.engine = engine
         self.sampling = sampling
         self.config = config
@@ -52,8 +60,8 @@ class Scheduler:
 
     def run(self, tasks: Iterable[Any]) -> Iterator[tuple[Any, Result]]:
         pending = iter(tasks)
-        active: dict[int, Rollout] = {}         # every unfinished rollout, in the order it started
-        live: dict[str, Rollout] = {}           # request id -> rollout with a request in the engine
+        active: dict[int, Rollout] = {}  # every unfinished rollout, in the order it started
+        live: dict[str, Rollout] = {}  # request id -> rollout with a request in the engine
         in_tools: dict[int, tuple[Rollout, float]] = {}  # rollouts whose call runs, with its deadline
         ready: deque[Rollout] = deque()
         finished: deque[tuple[Any, Result]] = deque()
@@ -67,8 +75,9 @@ class Scheduler:
                 ready.append(r)
             elif r.phase is Phase.TOOL:
                 in_tools[id(r)] = (r, time.monotonic() + self.config.tool_deadline)
-                threading.Thread(target=self._execute, args=(r, r.calls_requested, tool_done), daemon=True,
-                                 name="harmony-tool").start()
+                threading.Thread(
+                    target=self._execute, args=(r, r.calls_requested, tool_done), daemon=True, name="harmony-tool"
+                ).start()
             elif r.phase is Phase.FINISHED:
                 active.pop(id(r), None)
                 close_quietly(r.take_session(final=True))
@@ -80,8 +89,13 @@ class Scheduler:
             try:
                 step()
             except Exception as exc:
-                logger.warning("%s failed for one trajectory (%s: %s); it ends with finish_reason='error'", what,
-                               type(exc).__name__, exc, exc_info=logger.isEnabledFor(logging.DEBUG))
+                logger.warning(
+                    "%s failed for one trajectory (%s: %s); it ends with finish_reason='error'",
+                    what,
+                    type(exc).__name__,
+                    exc,
+                    exc_info=logger.isEnabledFor(logging.DEBUG),
+                )
                 r.fail(f"{what} failed: {type(exc).__name__}: {exc}")
             route(r)
 
@@ -134,7 +148,7 @@ class Scheduler:
                 now = time.monotonic()
                 if in_tools and now >= next_deadline_check:
                     next_deadline_check = now + _DEADLINE_CHECK_EVERY
-                    for key, (r, deadline) in list(in_tools.items()):
+                    for r, deadline in list(in_tools.values()):
                         if now >= deadline:
                             self._give_up(r, in_tools, guarded)
         finally:  # normal end, an error, or the consumer stopped early (GeneratorExit, Ctrl-C)
@@ -142,8 +156,11 @@ class Scheduler:
 
     @staticmethod
     def _failure(exc: Exception, active: dict[int, Rollout]) -> EngineFailure:
-        return EngineFailure(f"the engine failed during the run ({type(exc).__name__}: {exc}); {len(active)} "
-                             "unfinished task(s) are in this error's .unfinished", [r.task for r in active.values()])
+        return EngineFailure(
+            f"the engine failed during the run ({type(exc).__name__}: {exc}); {len(active)} "
+            "unfinished task(s) are in this error's .unfinished",
+            [r.task for r in active.values()],
+        )
 
     # -- steps -----------------------------------------------------------------------------------------------
 
@@ -151,8 +168,10 @@ class Scheduler:
         """Send the rollout's next request to the engine (unless it finished on a budget)."""
         request_id = self.new_request_id()
         if request_id in live:
-            raise ValueError(f"request id {request_id!r} is already in use by a running request: the engine's "
-                             "new_request_id must return ids unique per engine")
+            raise ValueError(
+                f"request id {request_id!r} is already in use by a running request: the engine's "
+                "new_request_id must return ids unique per engine"
+            )
         request = r.next_request(request_id)
         if request is None:
             return
@@ -189,8 +208,9 @@ class Scheduler:
         if session is not None:
             threading.Thread(target=close_quietly, args=(session,), daemon=True).start()
         seconds = self.config.tool_deadline
-        outcome = failed_call(r.call.text if r.call else "", f"no answer within {seconds:g} s", seconds,
-                              state_lost=session is not None)
+        outcome = failed_call(
+            r.call.text if r.call else "", f"no answer within {seconds:g} s", seconds, state_lost=session is not None
+        )
         guarded(r, lambda: r.on_tool_outcome(outcome), "handling the tool output")
 
     def _cleanup(self, live: dict[str, Rollout], active: dict[int, Rollout]) -> None:

@@ -13,6 +13,7 @@ through a safetensors file and ``collective_rpc("reload_weights", weights_path=.
 separate output embeddings (gpt-oss), refused for tied ones. Resetting the prefix cache afterwards is the caller's job
 (``VLLMEngine.update_weights`` and ``AsyncVLLMEngine.update_weights`` do both).
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,7 +21,8 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .errors import EngineError
 
@@ -38,8 +40,12 @@ def named_tensor_list(named_tensors: Iterable[tuple[str, Any]] | dict) -> list[t
         raise ValueError("no weights given: pass (name, tensor) pairs, e.g. model.state_dict().items()")
     out = []
     for item in items:
-        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
-                and isinstance(item[1], torch.Tensor)):
+        if not (
+            isinstance(item, tuple)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and isinstance(item[1], torch.Tensor)
+        ):
             raise TypeError(f"weights must be (name, torch.Tensor) pairs, got {type(item).__name__} {item!r:.80}")
         out.append((item[0], item[1].detach().to("cpu").contiguous()))
     return out
@@ -70,8 +76,10 @@ def check_against_checkpoint(model_config: Any, items: list[tuple[str, Any]]) ->
         if name not in shapes:
             if tied and name == "lm_head.weight":
                 continue
-            raise ValueError(f"{name!r} is not a weight of the engine's checkpoint ({folder}): pass the checkpoint's "
-                             "parameter names (a transformers state_dict of the same architecture)")
+            raise ValueError(
+                f"{name!r} is not a weight of the engine's checkpoint ({folder}): pass the checkpoint's "
+                "parameter names (a transformers state_dict of the same architecture)"
+            )
         if tuple(tensor.shape) != shapes[name]:
             raise ValueError(f"{name!r} has shape {tuple(tensor.shape)}, the engine's checkpoint has {shapes[name]}")
         kept.append((name, tensor))
@@ -87,8 +95,10 @@ def _load_in_worker(worker: Any, items: list[tuple[str, Any]]) -> None:
         head = getattr(worker.get_model(), "lm_head", None)
         method = getattr(head, "quant_method", None)
         if method is None:
-            raise RuntimeError(f"{type(worker.get_model()).__name__} ties its embeddings but has no lm_head with a "
-                               "quant_method to refresh after the reload")
+            raise RuntimeError(
+                f"{type(worker.get_model()).__name__} ties its embeddings but has no lm_head with a "
+                "quant_method to refresh after the reload"
+            )
         method.process_weights_after_loading(head)
 
 
@@ -106,7 +116,8 @@ def _refuse_tied(model_config: Any) -> None:
             "this model ties its output embedding to its input embedding, and vLLM's reload_weights (the only "
             "path into an engine core in another process without pickling) leaves the output copy stale: set "
             f"{INSECURE_SERIALIZATION_ENV}=1 before building the engine (the agent then sends the loading function), "
-            "or run the offline LLM in-process with VLLM_ENABLE_V1_MULTIPROCESSING=0")
+            "or run the offline LLM in-process with VLLM_ENABLE_V1_MULTIPROCESSING=0"
+        )
 
 
 def load_weights(llm: Any, named_tensors: Iterable[tuple[str, Any]] | dict) -> None:
@@ -160,5 +171,7 @@ def _write(items: list[tuple[str, Any]]) -> str:
 
 
 def _error(exc: Exception) -> EngineError:
-    return EngineError(f"vLLM could not load the new weights ({type(exc).__name__}: {exc}); the engine's weights may "
-                       "be unusable now: load a complete state dict of the same architecture again, or restart it")
+    return EngineError(
+        f"vLLM could not load the new weights ({type(exc).__name__}: {exc}); the engine's weights may "
+        "be unusable now: load a complete state dict of the same architecture again, or restart it"
+    )

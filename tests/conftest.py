@@ -23,8 +23,15 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 import pytest  # noqa: E402
 
 #: Fixtures that load the tiny model (train it on first use), a vLLM engine or vLLM itself.
-VLLM_FIXTURES = {"tiny_llm", "tiny_model_path", "tiny_gptoss_path", "tiny_gptoss_llm", "tiny_models", "arch_llm",
-                 "vllm"}
+VLLM_FIXTURES = {
+    "tiny_llm",
+    "tiny_model_path",
+    "tiny_gptoss_path",
+    "tiny_gptoss_llm",
+    "tiny_models",
+    "arch_llm",
+    "vllm",
+}
 #: Fixtures and names that start real tool-runtime sessions (isolated with namespaces, cgroups and uids: root).
 RUNTIME_FIXTURES = {"pool", "session"}
 RUNTIME_NAMES = ("SessionPool", "tool_runtime")

@@ -1,4 +1,5 @@
 """Helpers of the RL tests: a trainer-side forward pass (transformers, float32) to check vLLM's logprobs against."""
+
 from __future__ import annotations
 
 

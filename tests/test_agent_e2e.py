@@ -4,6 +4,7 @@ Every test runs on both architectures of the tiny model (conftest's ``arch_llm``
 goes through vLLM's gpt-oss model class (sliding-window and full attention with sinks, experts, YaRN rope) and
 its hybrid KV-cache manager, as the real models do.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -32,7 +33,8 @@ def test_scripted_problem_runs_real_code_and_reaches_its_answer_token_exactly(ag
     assert r.finish_reason == "final", r.response_text
     assert r.answer == entry.answer
     assert [(c.code, c.output, c.status, c.state_lost) for c in r.tool_calls] == [
-        (code, out, "ok", False) for code, out in entry.calls]
+        (code, out, "ok", False) for code, out in entry.calls
+    ]
     expected = transcript_segments(entry, agent.prompt)
     assert [s.kind for s in r.trajectory.segments] == [kind for kind, _ in expected]
     assert r.trajectory.token_ids == [t for _, ids in expected for t in ids]
@@ -117,11 +119,17 @@ def test_sampled_logprobs_equal_recomputed_prompt_logprobs(arch_llm):
         [[r]] = agent.run([TWO_CALLS.problem], seed=3)
     t = r.trajectory
     assert sum(t.loss_mask) == r.num_model_tokens > 0
-    [out] = arch_llm.generate([TokensPrompt(prompt_token_ids=t.token_ids)],
-                              SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False), use_tqdm=False)
+    [out] = arch_llm.generate(
+        [TokensPrompt(prompt_token_ids=t.token_ids)],
+        SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False),
+        use_tqdm=False,
+    )
     recomputed = out.prompt_logprobs
-    diffs = [abs(recomputed[i][t.token_ids[i]].logprob - t.logprobs[i])
-             for i in range(t.prompt_len, len(t)) if t.loss_mask[i]]
+    diffs = [
+        abs(recomputed[i][t.token_ids[i]].logprob - t.logprobs[i])
+        for i in range(t.prompt_len, len(t))
+        if t.loss_mask[i]
+    ]
     assert len(diffs) == r.num_model_tokens
     assert max(diffs) < 1e-3, max(diffs)
     assert all(lp == 0.0 for lp, m in zip(t.logprobs, t.loss_mask) if m == 0)
@@ -136,6 +144,7 @@ def test_solve_with_the_users_own_llm(arch_llm):
 
 
 # -- issue 9 on the real engine: tool runtime failures are data, messages input ------------------------------------
+
 
 def _python_without_ipython(tmp_path):
     """An interpreter whose `import IPython` fails, as in an environment without IPython installed: a script that
@@ -167,8 +176,11 @@ def test_a_tool_runtime_that_cannot_start_fails_the_run_at_once(tiny_llm, tmp_pa
     import tool_runtime
     from harmony_agent.errors import ToolRuntimeError
 
-    monkeypatch.setattr(tool_runtime, "SessionPool",
-                        functools.partial(tool_runtime.SessionPool, python=_python_without_ipython(tmp_path)))
+    monkeypatch.setattr(
+        tool_runtime,
+        "SessionPool",
+        functools.partial(tool_runtime.SessionPool, python=_python_without_ipython(tmp_path)),
+    )
     engine = VLLMEngine(tiny_llm)
     start = time.monotonic()
     with Agent(engine=engine, temperature=0.0, max_tokens=400) as agent:
@@ -206,8 +218,12 @@ def test_messages_input_on_the_real_engine(agent):
     for [r] in results:
         assert r.finish_reason == "final" and r.answer == entry.answer
         assert r.trajectory.token_ids == expected
-    history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"},
-               {"role": "assistant", "content": "Hi."}, {"role": "user", "content": entry.problem}]
+    history = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "Hi."},
+        {"role": "user", "content": entry.problem},
+    ]
     [[r]] = agent.run([history], seed=0)
     assert r.error is None and r.problem == history
     text = get_encoding().decode(r.trajectory.prompt_ids)
@@ -244,9 +260,11 @@ def test_the_models_own_eos_ids_do_not_cut_a_trajectory(tiny_gptoss_path, tmp_pa
     llm = LLM(model=str(model), **engine_kwargs(kv_cache_memory_bytes=64 << 20, max_model_len=None))
     try:
         with Agent(llm=llm, temperature=0.0, max_tokens=400) as agent:
-            [raw] = llm.generate([TokensPrompt(prompt_token_ids=prompt_ids(entry.problem, agent.prompt))],
-                                 SamplingParams(temperature=0, max_tokens=100, detokenize=False,
-                                                stop_token_ids=list(STOP_TOKEN_IDS)), use_tqdm=False)
+            [raw] = llm.generate(
+                [TokensPrompt(prompt_token_ids=prompt_ids(entry.problem, agent.prompt))],
+                SamplingParams(temperature=0, max_tokens=100, detokenize=False, stop_token_ids=list(STOP_TOKEN_IDS)),
+                use_tqdm=False,
+            )
             assert list(raw.outputs[0].token_ids) == first[:5]  # the test's premise: vLLM alone would cut here
             [[r]] = agent.run([entry.problem])
             expected = transcript_segments(entry, agent.prompt)

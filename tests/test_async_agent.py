@@ -4,6 +4,7 @@ cancellation, weight updates with the prefix-cache reset.
 The AsyncLLM lives on one event loop for the whole module (its output handler is bound to the loop that first
 used it), run in a background thread; each test submits coroutines to it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -53,8 +54,14 @@ def async_engine(tiny_model_path, run_async):
     os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
 
     async def start():
-        return AsyncVLLMEngine.from_model(str(tiny_model_path), enforce_eager=True, max_model_len=4096,
-                                          kv_cache_memory_bytes=256 << 20, seed=0, dtype="float32")
+        return AsyncVLLMEngine.from_model(
+            str(tiny_model_path),
+            enforce_eager=True,
+            max_model_len=4096,
+            kv_cache_memory_bytes=256 << 20,
+            seed=0,
+            dtype="float32",
+        )
 
     engine = run_async(start())
     yield engine
@@ -112,7 +119,8 @@ def _check_exact(result, entry, prompt):
 
 
 def test_64_concurrent_coroutines_give_token_exact_transcripts_and_tools_never_run_on_the_event_loop(
-        async_engine, run_async, pool):
+    async_engine, run_async, pool
+):
     recording = ThreadRecordingPool(pool)
     agent = AsyncAgent(async_engine, session_pool=recording, temperature=0.0, max_tokens=400)
     entries = [SCRIPTED_PROBLEMS[i % len(SCRIPTED_PROBLEMS)] for i in range(64)]
@@ -196,7 +204,8 @@ def test_cancelling_coroutines_closes_their_sessions_and_aborts_their_requests(a
 
 
 def test_weight_update_resets_the_prefix_cache_and_the_next_run_follows_the_new_weights(
-        async_engine, run_async, pool, tiny_model_path):
+    async_engine, run_async, pool, tiny_model_path
+):
     from safetensors.torch import load_file
 
     from harmony_agent.weights import aload_weights
@@ -208,8 +217,12 @@ def test_weight_update_resets_the_prefix_cache_and_the_next_run_follows_the_new_
     try:
         before = run_async(agent.solve(entry.problem, seed=0))  # its prompt is now in the prefix cache
         start = before.trajectory.prompt_len
-        assert max_sampled_diff(before, transformers_logprobs(tiny_model_path, original, before.trajectory.token_ids,
-                                                        start), start) < 1e-3
+        assert (
+            max_sampled_diff(
+                before, transformers_logprobs(tiny_model_path, original, before.trajectory.token_ids, start), start
+            )
+            < 1e-3
+        )
 
         # the hazard, shown: new weights without the reset reuse KV the old weights computed
         run_async(aload_weights(async_engine.engine, changed))
@@ -250,8 +263,9 @@ def test_the_callers_own_requests_on_the_shared_async_engine_run_beside_the_agen
 
     async def mine():
         last = None
-        async for out in async_engine.engine.generate(TokensPrompt(prompt_token_ids=ids),
-                                                      SamplingParams(temperature=0.0, max_tokens=8), "caller-1"):
+        async for out in async_engine.engine.generate(
+            TokensPrompt(prompt_token_ids=ids), SamplingParams(temperature=0.0, max_tokens=8), "caller-1"
+        ):
             last = out
         return list(last.outputs[0].token_ids)
 

@@ -1,5 +1,6 @@
 """AsyncAgent's driving logic on a scripted async engine (no vLLM): hundreds of coroutines in flight at once, the
 concurrency bound of stream(), engine failures, one implementation of the per-trajectory logic."""
+
 from __future__ import annotations
 
 import asyncio
@@ -74,8 +75,7 @@ def test_300_coroutines_in_flight_at_once_give_the_synchronous_agents_trajectori
 def test_stream_keeps_at_most_max_concurrent_in_flight_and_reads_tasks_lazily():
     engine = AsyncScriptedEngine(by_turn(FINAL_2))
     engine.gate.set()
-    agent = AsyncAgent(engine, session_pool=InProcessPool(), max_concurrent=50,
-                       conversation_start_date="2025-01-01")
+    agent = AsyncAgent(engine, session_pool=InProcessPool(), max_concurrent=50, conversation_start_date="2025-01-01")
     taken = []
 
     def tasks():
@@ -98,8 +98,9 @@ def test_stream_keeps_at_most_max_concurrent_in_flight_and_reads_tasks_lazily():
 def test_an_engine_failure_raises_engine_failure_with_the_unfinished_tasks():
     engine = AsyncScriptedEngine(by_turn(FINAL_2), fail_on=5)
     engine.gate.set()
-    agent = AsyncAgent(engine, session_pool=InProcessPool(), python=False, max_concurrent=8,
-                       conversation_start_date="2025-01-01")
+    agent = AsyncAgent(
+        engine, session_pool=InProcessPool(), python=False, max_concurrent=8, conversation_start_date="2025-01-01"
+    )
 
     async def main():
         return [t.key async for t, _ in agent.stream(Task("q", seed=i, key=i) for i in range(20))]

@@ -1,4 +1,5 @@
 """build_llm's arguments and errors, without loading a model (vllm.LLM replaced by a recorder)."""
+
 from __future__ import annotations
 
 import os
@@ -41,6 +42,7 @@ def test_a_missing_local_folder_is_named(vllm, monkeypatch):
 def test_a_model_vllm_cannot_load_is_one_clear_error(vllm, monkeypatch):
     def fail(**kwargs):
         raise OSError("no config.json")
+
     monkeypatch.setattr(vllm, "LLM", fail)
     with pytest.raises(EngineError, match="cannot load model 'org/missing'.*HF_HUB_OFFLINE"):
         build_llm("org/missing")

@@ -7,6 +7,7 @@ computed) is reused. On gpt-oss this goes through vLLM's hybrid KV-cache manager
 tables for the sliding-window and the full-attention layers; a hit needs both. These tests fail with a message
 saying what broke if a vLLM upgrade changes that.
 """
+
 from __future__ import annotations
 
 import random
@@ -30,12 +31,13 @@ def full_blocks(computed: int, block: int) -> int:
 
 
 def reuse_message(arch: str, what: str, submitted: int, computed: int, got: int, want: int, block: int) -> str:
-    return (f"prefix reuse broke on the {arch} tiny model ({what}): a re-submission of {submitted} tokens after a "
-            f"request that computed {computed} tokens reused {got} from vLLM's prefix cache; every full "
-            f"{block}-token block is {want}. Each tool turn would recompute "
-            f"{submitted - got} instead of {submitted - want} tokens"
-            + (" (gpt-oss: check the hybrid KV-cache manager's sliding-window cache hits)" if arch == "gpt_oss"
-               else ""))
+    return (
+        f"prefix reuse broke on the {arch} tiny model ({what}): a re-submission of {submitted} tokens after a "
+        f"request that computed {computed} tokens reused {got} from vLLM's prefix cache; every full "
+        f"{block}-token block is {want}. Each tool turn would recompute "
+        f"{submitted - got} instead of {submitted - want} tokens"
+        + (" (gpt-oss: check the hybrid KV-cache manager's sliding-window cache hits)" if arch == "gpt_oss" else "")
+    )
 
 
 def _arch(llm) -> str:
@@ -78,7 +80,8 @@ def test_each_resubmission_reuses_every_full_block(arch_llm):
                     f"turn {turn}: vLLM's reuse of a block completed while decoding after a cache hit changed "
                     f"(reused {got}; every full block: {want}; the prompt's blocks: {full_blocks(prompt, block)}): "
                     f"if it is now {want}, set GPT_OSS_DECODE_BLOCK_AFTER_HIT_NOT_REUSED = False and update "
-                    "docs/performance.md")
+                    "docs/performance.md"
+                )
             else:
                 assert got == want, reuse_message(arch, f"turn {turn}", len(ids), computed, got, want, block)
         previous = (len(ids), got, len(ids) + len(sampled) - 1)
@@ -117,8 +120,7 @@ def test_the_loop_records_what_each_tool_turn_reused(arch_llm):
     requests = list(engine.requests.values())
     assert len(requests) == len(TWO_CALLS.calls) + 1
     # what the loop submitted: the prompt, then after each call the whole trajectory so far
-    assert [q.prompt for q in requests] == [
-        sum(len(s) for _, s in segments[:k]) for k in range(1, len(segments), 2)]
+    assert [q.prompt for q in requests] == [sum(len(s) for _, s in segments[:k]) for k in range(1, len(segments), 2)]
     assert requests[0].completion.cached_tokens == 0  # the cache was empty
     for before, after in zip(requests, requests[1:]):
         computed = before.prompt + len(before.completion.token_ids) - 1
@@ -131,8 +133,9 @@ def test_the_loop_records_what_each_tool_turn_reused(arch_llm):
 
 
 def test_engines_that_do_not_report_reuse_give_zero():
-    out = SimpleNamespace(request_id="r", outputs=[SimpleNamespace(token_ids=[1, 200002], logprobs=None,
-                                                                   finish_reason="stop")])
+    out = SimpleNamespace(
+        request_id="r", outputs=[SimpleNamespace(token_ids=[1, 200002], logprobs=None, finish_reason="stop")]
+    )
     assert VLLMEngine._completion(out).cached_tokens == 0  # an older vLLM without num_cached_tokens
     out.num_cached_tokens = None
     assert VLLMEngine._completion(out).cached_tokens == 0
@@ -152,12 +155,15 @@ def test_scheduler_sums_the_counts(reported):
     class Reporting(ScriptedEngine):
         def step(self):
             prompts = {q.request_id: len(q.prompt_ids) for q in self.submitted}
-            return [Completion(c.request_id, c.token_ids, c.logprobs, c.finish,
-                               min(reported, prompts[c.request_id])) for c in super().step()]
+            return [
+                Completion(c.request_id, c.token_ids, c.logprobs, c.finish, min(reported, prompts[c.request_id]))
+                for c in super().step()
+            ]
 
     engine = Reporting(lambda prompt, turn: call if turn == 0 else final)
-    with Agent(engine=engine, session_pool=InProcessPool(), temperature=0.0,
-               conversation_start_date="2025-01-01") as agent:
+    with Agent(
+        engine=engine, session_pool=InProcessPool(), temperature=0.0, conversation_start_date="2025-01-01"
+    ) as agent:
         [[r]] = agent.run(["q"])
     submitted = [len(q.prompt_ids) for q in engine.submitted]
     assert r.finish_reason == "final" and len(submitted) == 2 and min(submitted) > 128

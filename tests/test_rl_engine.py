@@ -1,6 +1,7 @@
 """The offline engine in RL use (real vLLM CPU engine, tiny model): a caller's own requests on the shared LLM during
 a run come back to the caller; a weight update resets the prefix cache and the next run follows the new weights;
 the logprobs mode is checked against the engine."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,8 +28,11 @@ def test_callers_requests_on_a_shared_llm_during_a_run_come_back_to_the_caller(t
         done = []
         for task, result in agent.stream(Task(e.problem, seed=k, key=k) for k, e in enumerate(entries)):
             if not done:
-                tiny_llm.llm_engine.add_request("caller-during", TokensPrompt(prompt_token_ids=caller_prompt),
-                                                SamplingParams(temperature=0.0, max_tokens=1, detokenize=False))
+                tiny_llm.llm_engine.add_request(
+                    "caller-during",
+                    TokensPrompt(prompt_token_ids=caller_prompt),
+                    SamplingParams(temperature=0.0, max_tokens=1, detokenize=False),
+                )
             done.append((task, result))
     for task, result in done:  # the run is unaffected
         assert result.trajectory.token_ids == transcript_ids(entries[task.key], agent.prompt)

@@ -6,6 +6,7 @@ vLLM engine, under several prompt variants (reasoning effort, python on/off, tod
 with and without the AIME suffix). The gpt-oss model also shows that its sliding-window layer matters and that
 vLLM computes it as transformers does.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from harmony_agent.prompt import PromptConfig
 from harmony_agent import testing as tiny
+from harmony_agent.prompt import PromptConfig
 
 #: Prompt variants: today's date (the default), dates inside and far outside the trained range, each effort.
 CONFIGS = [
@@ -73,7 +74,9 @@ def test_model_tokens_are_the_harmony_texts():
         "<|channel|>analysis<|message|>Use pow with a modulus.<|end|><|start|>assistant"
         "<|channel|>analysis to=python code<|message|>print(pow(2, 100, 7))<|call|>"
     )
-    assert enc.decode(tools[0]) == "<|start|>python to=assistant<|channel|>analysis<|message|>2\n<|end|><|start|>assistant"
+    assert (
+        enc.decode(tools[0]) == "<|start|>python to=assistant<|channel|>analysis<|message|>2\n<|end|><|start|>assistant"
+    )
     assert tools[0][-2:] == [200006, 173781]
     assert enc.decode(model[1]) == "<|channel|>final<|message|>The answer is \\boxed{2}.<|return|>"
     unknown, _ = tiny.expected_transcript(tiny.UNKNOWN_RECIPIENT_PROBLEM)
@@ -212,11 +215,19 @@ def _replay(llm, cases):
     states = []
     for entry, config, text in cases:
         model, tools = tiny.expected_transcript(entry)
-        states.append({"case": (entry.problem, config, text), "ids": tiny.prompt_ids(text, config),
-                       "model": model, "tools": tools, "step": 0})
+        states.append(
+            {
+                "case": (entry.problem, config, text),
+                "ids": tiny.prompt_ids(text, config),
+                "model": model,
+                "tools": tools,
+                "step": 0,
+            }
+        )
     max_tokens = max(len(seg) for s in states for seg in s["model"]) + 32
-    params = SamplingParams(temperature=0, max_tokens=max_tokens, stop_token_ids=list(tiny.STOP_TOKEN_IDS),
-                            detokenize=False)
+    params = SamplingParams(
+        temperature=0, max_tokens=max_tokens, stop_token_ids=list(tiny.STOP_TOKEN_IDS), detokenize=False
+    )
     failures = []
     live = states
     while live:
@@ -238,8 +249,12 @@ def _replay(llm, cases):
     return failures
 
 
-ALL_CASES = [(entry, config, entry.problem + suffix)
-             for entry in tiny.TRAINED_SCRIPTS for config in CONFIGS for suffix in SUFFIXES]
+ALL_CASES = [
+    (entry, config, entry.problem + suffix)
+    for entry in tiny.TRAINED_SCRIPTS
+    for config in CONFIGS
+    for suffix in SUFFIXES
+]
 
 
 def _engine_dtype(llm) -> str:
@@ -283,9 +298,11 @@ def test_gptoss_sliding_window_is_exercised_and_computed_as_transformers_does(ti
 
     windowed = transformers_logprobs()
     full = transformers_logprobs(layer_types=["full_attention", "full_attention"])
-    [out] = tiny_gptoss_llm.generate([TokensPrompt(prompt_token_ids=ids)],
-                                     SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False),
-                                     use_tqdm=False)
+    [out] = tiny_gptoss_llm.generate(
+        [TokensPrompt(prompt_token_ids=ids)],
+        SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False),
+        use_tqdm=False,
+    )
     vllm_lp = torch.tensor([out.prompt_logprobs[i][ids[i]].logprob for i in range(1, len(ids))], dtype=torch.float64)
     inside, beyond = slice(0, window - 1), slice(window, None)  # logprob i predicts token i + 1
     assert (windowed[inside] - full[inside]).abs().max() < 1e-4
@@ -306,8 +323,14 @@ def test_vllm_greedy_replays_in_the_other_dtype(tiny_llm, tiny_model_path):
     """float32 and bfloat16 both replay exactly; the other one runs in its own process (one engine each)."""
     other = "float32" if _engine_dtype(tiny_llm) != "float32" else "bfloat16"
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_LOGGING_LEVEL": "WARNING"}
-    proc = subprocess.run([sys.executable, "-m", "tests.test_tiny_model", str(tiny_model_path), other],
-                          capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.test_tiny_model", str(tiny_model_path), other],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report == {"dtype": other, "cases": len(ALL_CASES), "failures": []}
@@ -319,11 +342,25 @@ def main(argv: list[str]) -> None:
     from vllm import LLM
 
     path, dtype = argv
-    llm = LLM(model=path, skip_tokenizer_init=True, enforce_eager=True, max_model_len=4096,
-              enable_prefix_caching=True, kv_cache_memory_bytes=256 << 20, dtype=dtype)
+    llm = LLM(
+        model=path,
+        skip_tokenizer_init=True,
+        enforce_eager=True,
+        max_model_len=4096,
+        enable_prefix_caching=True,
+        kv_cache_memory_bytes=256 << 20,
+        dtype=dtype,
+    )
     failures = _replay(llm, ALL_CASES)
-    print(json.dumps({"dtype": _engine_dtype(llm), "cases": len(ALL_CASES),
-                      "failures": [[repr(case), step, got, want] for case, step, got, want in failures]}))
+    print(
+        json.dumps(
+            {
+                "dtype": _engine_dtype(llm),
+                "cases": len(ALL_CASES),
+                "failures": [[repr(case), step, got, want] for case, step, got, want in failures],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
