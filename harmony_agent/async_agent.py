@@ -248,16 +248,7 @@ class AsyncAgent:
     @staticmethod
     def _guarded(r: Rollout, step: Any, what: str) -> None:
         """One step of one rollout; an exception ends that trajectory alone (``finish_reason="error"``)."""
-        try:
-            step()
-        except Exception as exc:
-            logger.warning(
-                "%s failed for one trajectory (%s: %s); it ends with finish_reason='error'",
-                what,
-                type(exc).__name__,
-                exc,
-            )
-            r.fail(f"{what} failed: {type(exc).__name__}: {exc}")
+        r.attempt(step, what)
 
     def _tool_executor(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._pool_lock:

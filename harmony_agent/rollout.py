@@ -212,6 +212,21 @@ class Rollout:
 
     # -- end -----------------------------------------------------------------------------------------------
 
+    def attempt(self, step: Callable[[], Any], what: str) -> None:
+        """Run one step of this rollout (done by its driver); an exception ends this trajectory alone, with
+        ``finish_reason="error"`` and ``error`` saying what failed, and never reaches the other trajectories."""
+        try:
+            step()
+        except Exception as exc:
+            logger.warning(
+                "%s failed for one trajectory (%s: %s); it ends with finish_reason='error'",
+                what,
+                type(exc).__name__,
+                exc,
+                exc_info=logger.isEnabledFor(logging.DEBUG),
+            )
+            self.fail(f"{what} failed: {type(exc).__name__}: {exc}")
+
     def fail(self, error: str) -> Phase:
         """Any phase -> FINISHED with ``finish_reason="error"``."""
         if self.phase is Phase.FINISHED:

@@ -85,18 +85,8 @@ class Scheduler:
                 finished.append((r.task, r.result))
 
         def guarded(r: Rollout, step: Callable[[], Any], what: str) -> None:
-            """Run one step of one rollout; an exception finishes that rollout alone."""
-            try:
-                step()
-            except Exception as exc:
-                logger.warning(
-                    "%s failed for one trajectory (%s: %s); it ends with finish_reason='error'",
-                    what,
-                    type(exc).__name__,
-                    exc,
-                    exc_info=logger.isEnabledFor(logging.DEBUG),
-                )
-                r.fail(f"{what} failed: {type(exc).__name__}: {exc}")
+            """Run one step of one rollout (an exception finishes that rollout alone), then route it."""
+            r.attempt(step, what)
             route(r)
 
         try:
