@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
+import logging
 import os
 from pathlib import Path
 
@@ -60,8 +61,11 @@ def _source(item: pytest.Item) -> str:
         return ""
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own reordering by session-scoped fixture parameters
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark ``vllm`` (engine or tiny model), ``runtime`` and ``root`` (real tool-runtime sessions) by use."""
+    """Mark ``vllm`` (engine or tiny model), ``runtime`` and ``root`` (real tool-runtime sessions) by use; run the
+    ``own_engine`` tests last: stopping an in-process vLLM engine tears down vLLM's process-wide parallel groups,
+    and the shared engines (``tiny_llm``, ``tiny_gptoss_llm``) fail after that ("... group is not initialized")."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         imports = _module_imports(str(item.path))
@@ -75,6 +79,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         ):
             item.add_marker(pytest.mark.runtime)
             item.add_marker(pytest.mark.root)
+    items[:] = sorted(items, key=lambda item: item.get_closest_marker("own_engine") is not None)  # stable
+
+
+#: Loggers whose set-up a CLI run in-process changes (evals.console.setup_console: own handler, no propagation).
+_CLI_LOGGERS = ("evals", "harmony_agent", "vllm")
+
+
+@pytest.fixture(autouse=True)
+def _restore_loggers():
+    """Undo what a CLI's ``main()`` run in-process did to logging, so later tests' ``caplog`` sees records again."""
+    saved = [(lg, lg.level, lg.propagate, list(lg.handlers)) for lg in map(logging.getLogger, _CLI_LOGGERS)]
+    yield
+    for lg, level, propagate, handlers in saved:
+        lg.setLevel(level)
+        lg.propagate = propagate
+        lg.handlers[:] = handlers
 
 
 @pytest.fixture(scope="session")

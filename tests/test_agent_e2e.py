@@ -230,6 +230,7 @@ def test_messages_input_on_the_real_engine(agent):
     assert "Be brief." in text and text.endswith(f"<|start|>user<|message|>{entry.problem}<|end|><|start|>assistant")
 
 
+@pytest.mark.own_engine
 def test_the_models_own_eos_ids_do_not_cut_a_trajectory(tiny_gptoss_path, tmp_path):
     """vLLM stops on every id of the model's generation_config ``eos_token_id`` unless the request ignores it.
 

@@ -24,6 +24,10 @@ from .rl_helpers import max_sampled_diff, transformers_logprobs
 TWO_CALLS = next(p for p in SCRIPTED_PROBLEMS if len(p.calls) == 2)
 
 
+# AsyncLLM engines of this module's own: started and stopped here, so run after the shared engines' tests
+pytestmark = pytest.mark.own_engine
+
+
 @pytest.fixture(scope="module")
 def run_async():
     loop = asyncio.new_event_loop()

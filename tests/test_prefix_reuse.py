@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from harmony_agent import Agent, VLLMEngine
-from harmony_agent.engine import Completion
+from harmony_agent.engine import Completion, completion_from_output
 from harmony_agent.testing import SCRIPTED_PROBLEMS, transcript_segments
 
 TWO_CALLS = next(p for p in SCRIPTED_PROBLEMS if len(p.calls) == 2)
@@ -136,11 +136,11 @@ def test_engines_that_do_not_report_reuse_give_zero():
     out = SimpleNamespace(
         request_id="r", outputs=[SimpleNamespace(token_ids=[1, 200002], logprobs=None, finish_reason="stop")]
     )
-    assert VLLMEngine._completion(out).cached_tokens == 0  # an older vLLM without num_cached_tokens
+    assert completion_from_output(out).cached_tokens == 0  # an older vLLM without num_cached_tokens
     out.num_cached_tokens = None
-    assert VLLMEngine._completion(out).cached_tokens == 0
+    assert completion_from_output(out).cached_tokens == 0
     out.num_cached_tokens = 256
-    assert VLLMEngine._completion(out).cached_tokens == 256
+    assert completion_from_output(out).cached_tokens == 256
     assert Completion("r", [1], None, "stop").cached_tokens == 0
 
 
