@@ -82,35 +82,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:] = sorted(items, key=lambda item: item.get_closest_marker("own_engine") is not None)  # stable
 
 
-#: Loggers whose set-up a CLI or engine run in-process changes (evals.console.setup_console: own handler, no
-#: propagation; vLLM's logging configuration), with all their descendants.
-_CLI_LOGGERS = ("evals", "harmony_agent", "tool_runtime", "vllm")
-
-
-def _our_loggers() -> list[logging.Logger]:
-    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in _CLI_LOGGERS]
-    return [logging.getLogger(n) for n in sorted(set(names) | set(_CLI_LOGGERS))]
+#: Our loggers (with their descendants) and the root logger's level as they were before any test ran.
+_OUR_LOGGERS = ("evals", "harmony_agent", "tool_runtime")
+_ROOT_LEVEL = logging.root.level
 
 
 @pytest.fixture(autouse=True)
-def _restore_loggers():
-    """Undo what a CLI's ``main()`` (or an engine) run in-process did to logging, so that later tests' ``caplog``
-    sees records again: levels, propagation, handlers, disabled flags and ``logging.disable``."""
-    disable = logging.root.manager.disable
-    saved = [(lg, lg.level, lg.propagate, list(lg.handlers), lg.disabled) for lg in _our_loggers()]
+def _fresh_logging():
+    """Our loggers as a fresh process has them, before every test: a CLI's ``main()`` run in-process (its own
+    stderr handler, no propagation, levels) or any test or fixture before this one cannot keep ``caplog`` from
+    seeing our records. vLLM's own loggers are left as vLLM configured them."""
+    logging.disable(logging.NOTSET)
+    logging.root.setLevel(_ROOT_LEVEL)
+    for name in [n for n in logging.root.manager.loggerDict if n.split(".")[0] in _OUR_LOGGERS]:
+        lg = logging.getLogger(name)
+        lg.setLevel(logging.NOTSET)
+        lg.propagate = True
+        lg.disabled = False
+        lg.handlers.clear()
     yield
-    logging.disable(disable)
-    known = {id(lg) for lg, *_ in saved}
-    for lg, level, propagate, handlers, disabled in saved:
-        lg.setLevel(level)
-        lg.propagate = propagate
-        lg.handlers[:] = handlers
-        lg.disabled = disabled
-    for lg in _our_loggers():  # created during the test: back to the defaults
-        if id(lg) not in known:
-            lg.setLevel(logging.NOTSET)
-            lg.propagate = True
-            lg.disabled = False
 
 
 @pytest.fixture(scope="session")
