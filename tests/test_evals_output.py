@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -10,6 +11,18 @@ import pytest
 
 from evals.errors import EvalError
 from evals.output import JsonlAppender, SampleStore, check_run_config, read_records
+
+
+@pytest.fixture
+def output_log(caplog):
+    """What ``evals.output`` logs, caught at that logger itself (not only through propagation to the root)."""
+    lg = logging.getLogger("evals.output")
+    lg.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="evals.output"):
+            yield caplog
+    finally:
+        lg.removeHandler(caplog.handler)
 
 
 def test_append_and_read(tmp_path):
@@ -21,7 +34,7 @@ def test_append_and_read(tmp_path):
     assert p.read_text().count("\n") == 2
 
 
-def test_torn_last_line_is_ignored_by_reader_and_cut_by_writer(tmp_path, caplog):
+def test_torn_last_line_is_ignored_by_reader_and_cut_by_writer(tmp_path, output_log):
     p = tmp_path / "o.jsonl"
     good = json.dumps({"id": "a"}) + "\n"
     p.write_text(good + '{"id": "b", "gener')
@@ -30,7 +43,7 @@ def test_torn_last_line_is_ignored_by_reader_and_cut_by_writer(tmp_path, caplog)
     p.write_text(good + '{"id": "b"}')
     assert read_records(p) == [{"id": "a"}]
     with JsonlAppender(p) as w:
-        assert "torn write" in caplog.text
+        assert "torn write" in output_log.text
         w.append({"id": "c"})
     assert p.read_text() == good + '{"id": "c"}\n'
     # an invalid last line that does end in a newline is torn too (e.g. zero bytes after a crash)
@@ -102,11 +115,11 @@ def test_complete_seed_file_is_rewritten_in_input_order_byte_for_byte(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_put_in_order_leaves_repeated_ids_alone(tmp_path, caplog):
+def test_put_in_order_leaves_repeated_ids_alone(tmp_path, output_log):
     p = tmp_path / "output-rs0.jsonl"
     p.write_text("".join(json.dumps({"id": i}) + "\n" for i in ("b", "a", "b")))
     assert SampleStore(tmp_path).put_in_order(0, ["a", "b"]) is True
-    assert _ids(p) == ["b", "a", "b"] and "repeats an id" in caplog.text
+    assert _ids(p) == ["b", "a", "b"] and "repeats an id" in output_log.text
 
 
 def test_a_killed_rewrite_leaves_the_old_file_and_its_temp_is_cleaned(tmp_path):
