@@ -257,11 +257,14 @@ class Rollout:
 
 
 def close_quietly(session: Any) -> None:
-    """Close a session; a failure is logged, never raised (cleanup steps must not stop each other)."""
+    """Close a session; a failure is logged, never raised (cleanup steps must not stop each other). A Ctrl-C
+    (KeyboardInterrupt) that lands while a session closes is the user's, not the session's: it goes on up."""
     if session is None:
         return
     try:
         session.close()
+    except KeyboardInterrupt:
+        raise
     except BaseException as exc:  # noqa: BLE001 - whatever a session raises, the rest of the cleanup goes on
         logger.warning("closing a python session failed: %s: %s", type(exc).__name__, exc)
 
