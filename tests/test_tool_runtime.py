@@ -485,7 +485,7 @@ def test_no_processes_left_when_the_parent_is_killed(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # the template cleans up every session first; a loaded machine is slow
     while time.monotonic() < deadline and any(alive(pid) for pid in tree):
         time.sleep(0.05)
     assert not any(alive(pid) for pid in tree), [p for p in tree if alive(p)]
