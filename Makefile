@@ -2,13 +2,13 @@
 #
 # Everything runs in a project-local virtual environment, $(VENV) (default ./.venv), created on first use with
 # $(PYTHON) -m venv; nothing is ever installed into the interpreter that creates it. To use a virtual environment
-# of your own instead: `make test VENV=$$VIRTUAL_ENV`. The install runs again only when pyproject.toml or
-# setup.py change (the stamp file's name carries their hash).
+# of your own instead: `make test VENV=$$VIRTUAL_ENV`. The install runs again only when pyproject.toml,
+# setup.py or tool_runtime/reaper.c (compiled at install) change (the stamp file's name carries their hash).
 PYTHON ?= python3
 VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 EXTRAS ?= cpu,test,lint
-DEPS_HASH := $(shell cat pyproject.toml $(wildcard setup.py) | sha256sum | cut -c1-16)
+DEPS_HASH := $(shell cat pyproject.toml $(wildcard setup.py tool_runtime/reaper.c) | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.harmony-agent-installed-$(EXTRAS)-$(DEPS_HASH)
 # The Harmony vocabulary for offline machines (CI has ../shared/vocab beside the clone); see docs/offline.md.
 VOCAB ?= $(abspath ../shared/vocab)

@@ -260,12 +260,16 @@ def test_host_view_is_minimal_and_read_only(pool):
         assert sorted(value(s, "[int(p) for p in __import__('os').listdir('/proc') if p.isdigit()]")) == [1, 2]
         assert value(s, "open('/proc/1/net/unix').read().count('\\n')") == 1  # header only: no host sockets
         assert value(s, "__import__('os').uname().nodename") == "session" != os.uname().nodename
-        # PID 1 is the session's reaper, which is not chrooted: its root, cwd and memory are out of reach.
+        # PID 1 is the session's reaper, which is not chrooted: its root, cwd, memory, environment and what its
+        # descriptors point to are out of reach. (Without root, the fd numbers themselves can be listed: the
+        # native reaper is exec'd in the template's user namespace, whose root is the pool's uid.)
         for code in (
             "__import__('os').listdir('/proc/1/root/')",
             "__import__('os').listdir('/proc/1/cwd/')",
             "open('/proc/1/mem', 'rb')",
-            "__import__('os').listdir('/proc/1/fd')",
+            "open('/proc/1/environ', 'rb').read()",
+            "open('/proc/1/maps').read()",
+            "[__import__('os').readlink(f'/proc/1/fd/{n}') for n in range(3)]",
         ):
             r = s.run(code)
             assert r.status == "error" and "PermissionError" in r.output, (code, r.output)
@@ -577,7 +581,7 @@ def _as_nobody(
 
 
 def test_isolation_checks_hold_without_root(tmp_path):
-    """The checks of this file, the hostile cells and the lifecycle tests, re-run by an unprivileged user
+    """The checks of this file, the hostile cells, the lifecycle and the reaper tests, re-run by an unprivileged user
     (nobody) in a subprocess: the pool gets the same isolation from user namespaces (a uid mapped per session
     instead of setuid), and survives its template being killed (then the process the pool started is a shim)."""
     if os.geteuid() != 0:
@@ -597,6 +601,7 @@ def test_isolation_checks_hold_without_root(tmp_path):
             str(Path(__file__)),
             str(Path(__file__).with_name("test_tool_runtime_hostile.py")),
             str(Path(__file__).with_name("test_tool_runtime.py")),
+            str(Path(__file__).with_name("test_tool_runtime_reaper.py")),
         ],
     )
     assert out.returncode == 0 and " passed" in out.stdout, out.stdout[-5000:] + out.stderr[-2000:]

@@ -14,6 +14,7 @@ import gc
 import os
 import random
 import re
+import select
 import signal
 import socket
 import sys
@@ -357,7 +358,7 @@ def _lock_down(
         os.mkdir(workdir, 0o700)
         if users:
             os.chown(workdir, uid, gid)
-    _close_inherited_fds({channel.fileno()})
+    _close_inherited_fds({channel.fileno(), spec.get("reaper_ready_fd", -1)})
     if plan.get("user_namespace"):
         # Before chroot: the kernel refuses new user namespaces to chrooted processes. Only this uid exists for
         # the session (the pool's uid outside); without per-session uids it is the pool's own uid inside too.
@@ -411,6 +412,9 @@ def _lock_down(
     }
 
 
+REAPER_NAME = "tool-runtime-reaper"  # argv[0] of the native reaper (what `ps` shows)
+
+
 def _reaper_exit_code(status: int) -> int:
     """The reaper's exit code tells the template how the session ended: 128+N = killed by signal N,
     255 = exited with a code >= 128, else the session's own exit code."""
@@ -420,11 +424,25 @@ def _reaper_exit_code(status: int) -> int:
     return code if 0 <= code < 128 else 255
 
 
-def _reap_forever(session_pid: int) -> NoReturn:
+def _reap_forever(session_pid: int, channel: socket.socket, ready_fd: int, native: str | None) -> NoReturn:
     """PID 1 of a session's namespace: reaps orphans (as init does on a host), forwards the parent's SIGINT
     to the session, and exits when the session does (the kernel then kills whatever is left in the namespace).
     It stays root but runs only this loop; the session cannot signal it (other uid, and init is immune to
-    signals from inside its namespace)."""
+    signals from inside its namespace). Once set up it writes a byte to `ready_fd`, which the session waits
+    for before it says it is ready.
+
+    `native` is the compiled reaper (reaper.c), which does the same in a few pages: a Python process here keeps
+    about 2 MiB of the template's pages as its own copies (copy-on-write). This loop is its fallback."""
+    channel.close()
+    if native:
+        try:
+            os.set_inheritable(ready_fd, True)
+            os.execv(native, [REAPER_NAME, str(session_pid), str(ready_fd)])
+        except OSError:
+            pass
+    # Not dumpable: the session may not read our memory or /proc/1/root (the host's tree, as we are not
+    # chrooted), even where it has the same uid on the host (user namespaces).
+    limits.prctl(limits.PR_SET_DUMPABLE, 0)
 
     def forward(signum, frame):
         try:
@@ -433,6 +451,12 @@ def _reap_forever(session_pid: int) -> NoReturn:
             pass
 
     signal.signal(signal.SIGINT, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        os.write(ready_fd, b"1")
+    except OSError:
+        pass
+    os.close(ready_fd)
     while True:
         try:
             pid, status = os.waitpid(-1, 0)
@@ -440,6 +464,15 @@ def _reap_forever(session_pid: int) -> NoReturn:
             os._exit(255)
         if pid == session_pid:
             os._exit(_reaper_exit_code(status))
+
+
+def _wait_for_reaper(ready_fd: int, timeout: float = 30.0) -> None:
+    """Block until the session's PID 1 is set up (see `_reap_forever`); it is exec'ing meanwhile."""
+    try:
+        if not select.select([ready_fd], [], [], timeout)[0] or os.read(ready_fd, 1) != b"1":
+            raise RuntimeError("the session's reaper (its PID 1) did not start")
+    finally:
+        os.close(ready_fd)
 
 
 def session_entry(
@@ -466,15 +499,18 @@ def session_entry(
         _enter_namespaces(cfg, plan, spec)
         if plan["pid_namespace"]:
             # We are PID 1 of a new namespace. The session proper runs as our child (PID 2), so that
-            # os.kill(os.getppid(), 9) hits an immune init and orphans of the cell get reaped.
+            # os.kill(os.getppid(), 9) hits an immune init and orphans of the cell get reaped. SIGINT (the pool's
+            # interrupt) stays blocked here until the reaper handles it: pending, not lost.
+            ready_r, ready_w = os.pipe()
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
             session_pid = os.fork()
             if session_pid:
-                channel.close()
                 os.close(host_proc)
-                # Not dumpable: the session may not read our memory or /proc/1/root (the host's tree, as we are
-                # not chrooted), even where it has the same uid on the host (user namespaces).
-                limits.prctl(limits.PR_SET_DUMPABLE, 0)
-                _reap_forever(session_pid)
+                os.close(ready_r)
+                _reap_forever(session_pid, channel, ready_w, plan.get("reaper"))
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            os.close(ready_w)
+            spec["reaper_ready_fd"] = ready_r
             limits.set_parent_death_signal(signal.SIGKILL)
             # Our host pid, through the host's /proc (the one mounted now shows only this namespace).
             spec["host_pid"] = int(os.readlink("self", dir_fd=host_proc))
@@ -527,6 +563,11 @@ def session_main(
         before=capture.before_fork, after_in_parent=capture.after_fork_in_parent, after_in_child=poison_channel
     )
 
+    try:
+        if "reaper_ready_fd" in spec:
+            _wait_for_reaper(spec.pop("reaper_ready_fd"))
+    except BaseException as exc:  # noqa: BLE001
+        _fail(channel, exc, reply_cap)
     try:
         send_frame(channel, {"op": "ready", **facts}, reply_cap)
         reader = FrameReader(channel, MAX_REQUEST_BYTES)

@@ -56,6 +56,7 @@ class RuntimeConfig:
     isolate_users: bool = True  # as root: each session runs as its own unprivileged uid
     uid_base: int = 2_000_000_000  # session uid = uid_base + host pid of the session's first process
     seccomp: bool = True  # load the syscall filter of seccomp.py in every session
+    native_reaper: bool = True  # PID 1 of a session is the compiled reaper.c when built; else a forked Python one
     spare_sessions: int = 2  # sessions the template keeps forked ahead so open() returns at once
     nice: int = 0  # added niceness of sessions (0 = same priority as the template)
     warmup: str = DEFAULT_WARMUP

@@ -95,6 +95,8 @@ class SessionPool:
                       together (memory-backed; gone with the session; needs a mount namespace)
     tmp_inodes        files + directories in that tmpfs
     seccomp           load a syscall filter in every session (keyring, io_uring, namespaces, mount, ptrace, ...)
+    native_reaper     True: PID 1 of each session's PID namespace is the small compiled reaper (reaper.c, built at
+                      install); False, or where it was not built: a forked Python process, about 2 MiB more each
     max_processes     processes + threads per session (pids cgroup; RLIMIT_NPROC under a per-session uid)
     cpu_seconds       RLIMIT_CPU backstop per session process
     preload           modules imported once in the template and shared by all sessions
@@ -128,6 +130,7 @@ class SessionPool:
         tmp_bytes: int = 1 * GiB,
         tmp_inodes: int = 65536,
         seccomp: bool = True,
+        native_reaper: bool = True,
         max_processes: int = 64,
         cpu_seconds: int = 3600,
         preload: Iterable[str] = ("numpy", "sympy"),
@@ -166,6 +169,7 @@ class SessionPool:
             tmp_bytes=int(tmp_bytes),
             tmp_inodes=int(tmp_inodes),
             seccomp=bool(seccomp),
+            native_reaper=bool(native_reaper),
             max_processes=int(max_processes),
             cpu_seconds=int(cpu_seconds),
             network=bool(network),
