@@ -71,6 +71,22 @@ def descendants(pid: int) -> set[int]:
     return out
 
 
+def describe(pids) -> list[str]:
+    """For a failure message: what each live process of `pids` is and where it waits (state, wchan, parent)."""
+    out = []
+    for pid in pids:
+        if not alive(pid):
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:80]
+            wchan = Path(f"/proc/{pid}/wchan").read_text()
+        except OSError:
+            continue
+        out.append(f"{pid} state={stat[0]} ppid={stat[1]} wchan={wchan} {cmd}")
+    return out
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -488,7 +504,7 @@ def test_no_processes_left_when_the_parent_is_killed(tmp_path):
     deadline = time.monotonic() + 30  # the template cleans up every session first; a loaded machine is slow
     while time.monotonic() < deadline and any(alive(pid) for pid in tree):
         time.sleep(0.05)
-    assert not any(alive(pid) for pid in tree), [p for p in tree if alive(p)]
+    assert not any(alive(pid) for pid in tree), describe(tree)
     while time.monotonic() < deadline and os.path.exists(info["root"]):
         time.sleep(0.05)
     assert not os.path.exists(info["root"])  # the template cleaned up after the parent died
@@ -500,10 +516,14 @@ def test_template_death_is_recovered_transparently():
         s.run("v = 1")
         old_template, old_session = p.info["template_pid"], s.pid
         os.kill(old_template, signal.SIGKILL)
-        deadline = time.monotonic() + 5  # sessions die with their template (parent-death signal)
+        # Sessions die with their template (parent-death signal; without root the template gets SIGTERM from
+        # its shim's death and kills every session first). Failed once at 5 s in a loaded run: 15 s, and the
+        # message says where the survivors wait.
+        deadline = time.monotonic() + 15
         while time.monotonic() < deadline and alive(old_session):
             time.sleep(0.02)
-        assert not alive(old_session)
+        survivors = [old_session, *descendants(old_template)]
+        assert not alive(old_session), describe(survivors)
         r = s.run("v")
         assert (r.status, r.state_lost) == ("crashed", True) and STATE_LOST in r.output
         assert s.run("1 + 2").output == "3\n"
