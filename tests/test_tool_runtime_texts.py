@@ -231,6 +231,20 @@ CORPUS = [
     ("long-echo", "'b' * 3000", ("'" + "b" * 3000)[:1000] + CUT_MARKER),
     ("whitespace-after-limit", "print('c' * 900 + ' ' * 100000)", "c" * 900 + "\n"),
     ("many-leading-newlines", "print('\\n' * 5000 + 'x')", "x\n"),
+    # once the writer is full (limit + 256 characters of slack: here 900 + 356), later output only decides
+    # whether the cut is marked: whitespace is not, text is, whether printed or written to fd 1
+    ("full-then-blank-prints", "print('c' * 900 + ' ' * 356, end='')\nfor _ in range(99): print()", "c" * 900 + "\n"),
+    ("full-then-text", "print('c' * 900 + ' ' * 356, end='')\nprint('x')", "c" * 900 + " " * 100 + CUT_MARKER),
+    (
+        "full-then-fd-blank",
+        "import os\nprint('c' * 900 + ' ' * 356, end='')\n_n = os.write(1, b'\\n \\n')",
+        "c" * 900 + "\n",
+    ),
+    (
+        "full-then-fd-text",
+        "import os\nprint('c' * 900 + ' ' * 356, end='')\n_n = os.write(1, b'zz')",
+        "c" * 900 + " " * 100 + CUT_MARKER,
+    ),
     ("exactly-the-limit", "print('d' * 999)", "d" * 999 + "\n"),
     ("one-over-the-limit", "print('d' * 1000)", "d" * 1000 + CUT_MARKER),
 ]

@@ -4,8 +4,9 @@ number of characters and drops the rest (noting only whether any of it was more 
 print costs time, never memory. File-descriptor level output (C libraries, subprocesses, os.write(1, ...)) goes
 through a pipe that FdCapture moves into the same writer.
 
-The writer is on the path of every print, so its write() is a few attribute checks and a list append: a print
-costs about what it costs in a plain interpreter writing to a pipe.
+The writer is on the path of every print, so its write() is a few attribute checks and a list append, plus one
+poll(0) for output of subprocesses while the cell's output is under its limit; once it is full (a print loop),
+only flags change: a print costs about what it costs in a plain interpreter writing to a pipe.
 """
 
 from __future__ import annotations
@@ -119,6 +120,12 @@ class BoundedWriter(io.TextIOBase):
                 os.write(1, s.encode("utf-8", "replace"))
             except OSError:
                 pass
+            return len(s)
+        if self._room <= 0:  # full, or no cell runs: nothing more is kept, so there is no order to keep either
+            if self._active and s:
+                self._overflow = True
+                if not self._dropped_text and not s.isspace():
+                    self._dropped_text = True
             return len(s)
         capture = self.fd_capture
         if capture is not None and capture.pending():
