@@ -195,6 +195,17 @@ def test_exit_and_sys_exit_keep_the_session(session):
     assert session.run("kept").output == "'yes'\n"
 
 
+def test_cd_magic_changes_directory_and_remembers_it(session):
+    """IPython keeps %cd's history and bookmarks in its profile directory, which sessions cannot see: they are
+    kept in memory, so %cd works as in a notebook (it failed with FileNotFoundError on the profile's db)."""
+    home = session.workdir
+    assert session.run("%cd /tmp").output == "/tmp\n"
+    assert value(session, "__import__('os').getcwd()") == "/tmp"
+    assert session.run("%cd -q ~").output == "" and value(session, "__import__('os').getcwd()") == home
+    assert session.run("%dhist").output.splitlines()[1:] == [f"0: {home}", "1: /tmp", f"2: {home}"]
+    assert session.run("%bookmark t /tmp\n%cd -b t").output == "(bookmark:t) -> /tmp\n/tmp\n"
+
+
 def test_input_fails_fast_at_end_of_file(session):
     t = time.monotonic()
     r = session.run("input('name? ')")

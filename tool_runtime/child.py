@@ -155,6 +155,9 @@ def make_shell():
     # Only the plain-text form of an echoed value is read, as in the seed's terminal shell: no LaTeX of sympy
     # results or HTML of DataFrames is computed and thrown away.
     shell.display_formatter.active_types = ["text/plain"]
+    # IPython's key/value store (%cd's directory history, %bookmark, %store) lives in the profile directory,
+    # which sessions cannot see: in memory, per session, `%cd /tmp` works and prints the new directory.
+    shell.db = {}
     return shell
 
 
@@ -539,6 +542,7 @@ def session_main(
     reply_cap = max_reply_bytes(cfg.max_output_chars)
     try:
         facts = _lock_down(cfg, plan, spec, channel, seccomp_filter)
+        shell.user_ns["_dh"] = [os.getcwd()]  # %cd's directory history starts here, not in the template's dir
         capture = FdCapture()
         writer = BoundedWriter(cfg.max_output_chars, capture)
         capture.writer = writer
