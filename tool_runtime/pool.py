@@ -25,7 +25,7 @@ from types import EllipsisType
 from typing import Any
 
 from .cleanup import remove_tree
-from .config import GiB, RuntimeConfig
+from .config import RuntimeConfig
 from .launcher import TemplateError, TemplateHandle
 from .protocol import PeerClosed, ProtocolError
 from .session import Session, SessionClosedError, _Proc
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_WAIT = 5.0  # close(): seconds the template gets to end its sessions and clean up before it is killed
 REMOVE_WAIT = 2.0  # close(): seconds to wait for the pool's directory to be removed (then it goes on alone)
+_DEFAULTS = RuntimeConfig()  # the sessions' knobs default to RuntimeConfig's values (one definition each)
 
 
 class PoolExhaustedError(RuntimeError):
@@ -120,26 +121,26 @@ class SessionPool:
         self,
         max_sessions: int = 256,
         timeout: float = 10.0,
-        max_output_chars: int = 1000,
+        max_output_chars: int = _DEFAULTS.max_output_chars,
         *,
         interrupt_grace: float = 0.5,
         open_timeout: float | None = 60.0,
-        memory_limit: int = 4 * GiB,
-        max_file_bytes: int = 1 * GiB,
-        max_open_files: int = 1024,
-        tmp_bytes: int = 1 * GiB,
-        tmp_inodes: int = 65536,
-        seccomp: bool = True,
-        native_reaper: bool = True,
-        max_processes: int = 64,
-        cpu_seconds: int = 3600,
-        preload: Iterable[str] = ("numpy", "sympy"),
-        network: bool = False,
-        cgroups: bool = True,
-        isolate_users: bool = True,
-        uid_base: int = 2_000_000_000,
-        nice: int = 0,
-        spare_sessions: int = 2,
+        memory_limit: int = _DEFAULTS.memory_limit,
+        max_file_bytes: int = _DEFAULTS.max_file_bytes,
+        max_open_files: int = _DEFAULTS.max_open_files,
+        tmp_bytes: int = _DEFAULTS.tmp_bytes,
+        tmp_inodes: int = _DEFAULTS.tmp_inodes,
+        seccomp: bool = _DEFAULTS.seccomp,
+        native_reaper: bool = _DEFAULTS.native_reaper,
+        max_processes: int = _DEFAULTS.max_processes,
+        cpu_seconds: int = _DEFAULTS.cpu_seconds,
+        preload: Iterable[str] = _DEFAULTS.preload,
+        network: bool = _DEFAULTS.network,
+        cgroups: bool = _DEFAULTS.cgroups,
+        isolate_users: bool = _DEFAULTS.isolate_users,
+        uid_base: int = _DEFAULTS.uid_base,
+        nice: int = _DEFAULTS.nice,
+        spare_sessions: int = _DEFAULTS.spare_sessions,
         warmup: str | None = None,
         workdir_root: str | None = None,
         extra_env: dict[str, str] | None = None,
