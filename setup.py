@@ -30,10 +30,12 @@ REAPER = Path("tool_runtime", "_reaper")
 def build_reaper(out: Path) -> bool:
     """Compile reaper.c into `out`; on failure say why (the runtime falls back to a Python reaper)."""
     cc = shlex.split(os.environ.get("CC", "")) or [shutil.which("cc") or shutil.which("gcc") or ""]
-    if not cc[0] or not Path(REAPER_SOURCE).exists():
+    if not cc[0] or not REAPER_SOURCE.exists():
         print(f"warning: no C compiler (set CC): {REAPER} not built; tool sessions use a Python reaper")
+        out.unlink(missing_ok=True)
         return False
     out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)  # a failed build must not leave an older binary behind
     cmd = [*cc, "-O2", "-Wall", "-Wextra", "-o", str(out), str(REAPER_SOURCE)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
