@@ -169,6 +169,9 @@ def test_pid_1_is_the_reaper_and_out_of_the_cells_reach(pool):
         assert reaper != pool.info["template_pid"]
         cmdline = Path(f"/proc/{reaper}/cmdline").read_bytes().split(b"\0")[0].decode()
         assert (cmdline == REAPER_NAME) == (pool.info["isolation"]["reaper"] == "native")
+        assert s._proc.facts["reaper"] == pool.info["isolation"]["reaper"]  # what the session got, as announced
+        if pool.info["isolation"]["reaper"] == "native":
+            assert Path(f"/proc/{reaper}/comm").read_text() == "session-reaper\n"
         s.run("x = 1")
         for code in ("import os\nos.kill(os.getppid(), 9)", "import os, signal\nos.kill(1, signal.SIGTERM)"):
             r = s.run(code)
@@ -236,3 +239,30 @@ def test_native_reaper_costs_a_few_pages(pool):
         else:  # not dumpable, and its memory is the host's root's (the template was started outside its namespace)
             with pytest.raises(PermissionError):
                 pss_kib(reaper)
+
+
+def test_a_reaper_binary_swapped_under_a_running_pool_without_effect(tmp_path):
+    """A deployment that rebuilds, replaces or removes `_reaper` while a pool runs: sessions forked later still
+    run the binary that passed the template's self-test (not whatever is at the path now, e.g. a script that
+    never reaps), and each session says which kind of PID 1 it got. Root only (the package is root's)."""
+    if not os.path.exists(REAPER_BINARY):
+        pytest.skip("no compiled reaper (no C compiler at install)")
+    marker = tmp_path / "impostor-ran"
+    backup = REAPER_BINARY + ".attack-backup"
+    with SessionPool(max_sessions=4, timeout=2.0, interrupt_grace=2.0, spare_sessions=0) as p:
+        assert p.info["isolation"]["reaper"] == "native", p.info["isolation"]["notes"]
+        os.rename(REAPER_BINARY, backup)
+        try:
+            Path(REAPER_BINARY).write_text(f"#!/bin/sh\ntouch {marker}\nsleep 1000\n")
+            os.chmod(REAPER_BINARY, 0o755)
+            with p.open() as s:
+                cmdline = Path(f"/proc/{reaper_of(s)}/cmdline").read_bytes().split(b"\0")[0].decode()
+                assert cmdline == REAPER_NAME and s._proc.facts.get("reaper") == "native", (cmdline, s._proc.facts)
+                r = s.run("import time\nwhile True: time.sleep(0.01)", timeout=0.5)
+                assert r.status == "timeout" and not r.state_lost, r.output
+            os.unlink(REAPER_BINARY)  # removed: the same
+            with p.open() as s:
+                assert s._proc.facts.get("reaper") == "native" and s.run("6 * 7").output == "42\n"
+        finally:
+            os.replace(backup, REAPER_BINARY)
+    assert not marker.exists()

@@ -416,6 +416,7 @@ def _lock_down(
 
 
 REAPER_NAME = "tool-runtime-reaper"  # argv[0] of the native reaper (what `ps` shows)
+READY_NATIVE, READY_PYTHON = b"1", b"P"  # the byte each kind of reaper writes once it is set up
 
 
 def _reaper_exit_code(status: int) -> int:
@@ -427,20 +428,21 @@ def _reaper_exit_code(status: int) -> int:
     return code if 0 <= code < 128 else 255
 
 
-def _reap_forever(session_pid: int, channel: socket.socket, ready_fd: int, native: str | None) -> NoReturn:
+def _reap_forever(session_pid: int, channel: socket.socket, ready_fd: int, native: int | None) -> NoReturn:
     """PID 1 of a session's namespace: reaps orphans (as init does on a host), forwards the parent's SIGINT
     to the session, and exits when the session does (the kernel then kills whatever is left in the namespace).
     It stays root but runs only this loop; the session cannot signal it (other uid, and init is immune to
     signals from inside its namespace). Once set up it writes a byte to `ready_fd`, which the session waits
     for before it says it is ready.
 
-    `native` is the compiled reaper (reaper.c), which does the same in a few pages: a Python process here keeps
-    about 2 MiB of the template's pages as its own copies (copy-on-write). This loop is its fallback."""
+    `native` is a descriptor of the compiled reaper (reaper.c, opened and tested by the template), which does
+    the same in a few pages: a Python process here keeps about 2 MiB of the template's pages as its own copies
+    (copy-on-write). This loop is its fallback, also if that exec fails; its ready byte says so."""
     channel.close()
-    if native:
+    if native is not None:
         try:
             os.set_inheritable(ready_fd, True)
-            os.execv(native, [REAPER_NAME, str(session_pid), str(ready_fd)])
+            os.execve(native, [REAPER_NAME, str(session_pid), str(ready_fd)], {})
         except OSError:
             pass
     # Not dumpable: the session may not read our memory or /proc/1/root (the host's tree, as we are not
@@ -456,7 +458,7 @@ def _reap_forever(session_pid: int, channel: socket.socket, ready_fd: int, nativ
     signal.signal(signal.SIGINT, forward)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     try:
-        os.write(ready_fd, b"1")
+        os.write(ready_fd, READY_PYTHON)
     except OSError:
         pass
     os.close(ready_fd)
@@ -469,13 +471,17 @@ def _reap_forever(session_pid: int, channel: socket.socket, ready_fd: int, nativ
             os._exit(_reaper_exit_code(status))
 
 
-def _wait_for_reaper(ready_fd: int, timeout: float = 30.0) -> None:
-    """Block until the session's PID 1 is set up (see `_reap_forever`); it is exec'ing meanwhile."""
+def _wait_for_reaper(ready_fd: int, timeout: float = 30.0) -> str:
+    """Block until the session's PID 1 is set up (see `_reap_forever`); it is exec'ing meanwhile. Returns which
+    kind it is ("native" or "python")."""
     try:
-        if not select.select([ready_fd], [], [], timeout)[0] or os.read(ready_fd, 1) != b"1":
-            raise RuntimeError("the session's reaper (its PID 1) did not start")
+        got = os.read(ready_fd, 1) if select.select([ready_fd], [], [], timeout)[0] else b""
     finally:
         os.close(ready_fd)
+    kinds = {READY_NATIVE: "native", READY_PYTHON: "python"}
+    if got not in kinds:
+        raise RuntimeError("the session's reaper (its PID 1) did not start")
+    return kinds[got]
 
 
 def session_entry(
@@ -569,7 +575,7 @@ def session_main(
 
     try:
         if "reaper_ready_fd" in spec:
-            _wait_for_reaper(spec.pop("reaper_ready_fd"))
+            facts["reaper"] = _wait_for_reaper(spec.pop("reaper_ready_fd"))
     except BaseException as exc:  # noqa: BLE001
         _fail(channel, exc, reply_cap)
     try:

@@ -39,7 +39,7 @@ import traceback
 from typing import Any
 
 from . import cleanup, fsview, limits, seccomp
-from .child import make_shell, session_entry, warm_lock_down, warm_up
+from .child import REAPER_NAME, make_shell, session_entry, warm_lock_down, warm_up
 from .config import RuntimeConfig
 from .protocol import FrameReader, PeerClosed, ProtocolError, encode, send_frame
 
@@ -63,18 +63,44 @@ def _exit_status(status: int, via_reaper: bool) -> dict[str, Any]:
 REAPER_BINARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_reaper")  # built from reaper.c
 
 
-def reaper_binary() -> tuple[str | None, str | None]:
-    """(path of the compiled reaper if it runs here, else why not). It is built at install time (setup.py);
-    without it each session's PID 1 is a forked Python process, about 2 MiB more per session."""
-    if not os.path.exists(REAPER_BINARY):
-        return None, f"{REAPER_BINARY} was not built (no C compiler at install?): sessions use a Python reaper"
+def reaper_binary() -> tuple[int | None, str | None]:
+    """(a descriptor of the compiled reaper if it runs here, else why not). It is built at install time (setup.py);
+    without it each session's PID 1 is a forked Python process, about 2 MiB more per session.
+
+    Sessions exec this descriptor (fexecve), never the path: a binary rebuilt, replaced (say by a script) or
+    removed while the pool runs changes nothing, and only the file that passed this self-test, exec'd the way
+    sessions exec it, ever runs as a session's PID 1."""
+    try:
+        fd = os.open(REAPER_BINARY, os.O_PATH | os.O_CLOEXEC)
+    except OSError as exc:
+        return None, f"{REAPER_BINARY} was not built (no C compiler at install?) ({exc}): sessions use a Python reaper"
     try:  # without a session pid to wait for it exits 255 at once: proves it runs on this machine
-        code = subprocess.run([REAPER_BINARY], stdin=subprocess.DEVNULL, timeout=5, check=False).returncode
-    except (OSError, subprocess.SubprocessError) as exc:
-        return None, f"{REAPER_BINARY} does not run here ({exc}): sessions use a Python reaper"
-    if code != 255:
-        return None, f"{REAPER_BINARY} exited with {code} on its self-test: sessions use a Python reaper"
-    return REAPER_BINARY, None
+        code = _self_test(fd, deadline=time.monotonic() + 5)
+    except OSError as exc:
+        code = exc
+    if code == 255:
+        return fd, None
+    os.close(fd)
+    return None, f"{REAPER_BINARY} failed its self-test ({code}): sessions use a Python reaper"
+
+
+def _self_test(fd: int, deadline: float) -> int | str:
+    """Exit code of the reaper exec'd from `fd` without arguments (127: exec failed), or why it has none."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.execve(fd, [REAPER_NAME], {})
+        finally:
+            os._exit(127)
+    while True:
+        got, status = os.waitpid(pid, os.WNOHANG)
+        if got:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "did not exit within 5 s"
+        time.sleep(0.01)
 
 
 class Template:
@@ -267,7 +293,7 @@ class Template:
             "spare_sessions": cfg.spare_sessions,
             "isolation": {
                 "pid_namespace": pid_ns,
-                "reaper": ("native" if reaper else "python") if pid_ns else None,
+                "reaper": ("native" if reaper is not None else "python") if pid_ns else None,
                 "net_namespace": self.plan["net_namespace"],
                 "mount_namespace": mount_ns,
                 "ipc_namespace": view is not None,
