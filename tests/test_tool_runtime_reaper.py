@@ -265,4 +265,30 @@ def test_a_reaper_binary_swapped_under_a_running_pool_without_effect(tmp_path):
                 assert s._proc.facts.get("reaper") == "native" and s.run("6 * 7").output == "42\n"
         finally:
             os.replace(backup, REAPER_BINARY)
+        # Overwritten in place (`cp script _reaper` keeps the inode): the same.
+        shutil.copy2(REAPER_BINARY, backup)
+        try:
+            with open(REAPER_BINARY, "wb") as f:
+                f.write(f"#!/bin/sh\ntouch {marker}\nsleep 1000\n".encode())
+            with p.open() as s:
+                assert s._proc.facts.get("reaper") == "native" and s.run("6 * 7").output == "42\n"
+        finally:
+            os.replace(backup, REAPER_BINARY)
     assert not marker.exists()
+
+
+def test_a_reaper_binary_that_cannot_run_is_reported_without_effect_on_sessions():
+    """Not executable at start (a careless chmod, or a noexec mount): the pool says so and uses the Python
+    reaper. Root only (the package is root's)."""
+    if not os.path.exists(REAPER_BINARY):
+        pytest.skip("no compiled reaper (no C compiler at install)")
+    mode = os.stat(REAPER_BINARY).st_mode
+    os.chmod(REAPER_BINARY, 0o644)
+    try:
+        with SessionPool(max_sessions=2, timeout=2.0, spare_sessions=0) as p:
+            iso = p.info["isolation"]
+            assert iso["reaper"] == "python" and "may not be executed" in iso["notes"]["reaper"], iso
+            with p.open() as s:
+                assert s._proc.facts["reaper"] == "python" and s.run("6 * 7").output == "42\n"
+    finally:
+        os.chmod(REAPER_BINARY, mode)
