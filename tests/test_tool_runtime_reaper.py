@@ -219,6 +219,28 @@ def test_timeout_interrupts_through_the_reaper_and_keeps_state(pool):
         assert value(s, "kept") == "yes"
 
 
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "print('before')\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)",
+        "print('before')\nos.killpg(0, signal.SIGINT)\ntime.sleep(5)",  # the group holds PID 1 as well
+        # Without root the reaper has the session's host uid: it takes the signal and forwards it to the session.
+        "print('before')\ntry:\n    os.kill(1, signal.SIGINT)\nexcept PermissionError:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)",
+    ],
+)
+def test_a_cells_own_sigint_is_its_keyboard_interrupt_not_a_timeout(pool, cell):
+    """A SIGINT the cell sends (to itself, its group, or through its PID 1) is the cell's KeyboardInterrupt,
+    shown like any error: it used to be taken for the pool's timeout interrupt and hidden (empty output)."""
+    with pool.open() as s:
+        s.run("import os, signal, time\nkept = 1")
+        r = s.run(cell, timeout=30)
+        assert r.status == "error" and not r.state_lost, r.output
+        assert r.output.startswith("before\nTraceback") and r.output.endswith("\nKeyboardInterrupt\n"), r.output
+        assert "_on_sigint" not in r.output and "tool_runtime" not in r.output, r.output  # not our frames
+        assert value(s, "kept") == 1
+
+
 def pss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
         if line.startswith("Pss:"):

@@ -106,7 +106,10 @@ def make_shell():
                 return
             runner = self.runner
             if etype is KeyboardInterrupt and runner is not None and runner.interrupted:
-                return  # our own timeout interrupt: the parent writes the timeout line instead
+                # Maybe the pool's timeout interrupt (the parent then writes the timeout line instead), maybe a
+                # SIGINT of the cell itself: only the parent knows, so the text goes aside for it (INTERRUPT_TEXT).
+                runner.interrupt_text = self._interrupt_text(value)
+                return
             if etype is UsageError:
                 self.show_usage_error(value)
                 return
@@ -116,6 +119,18 @@ def make_shell():
                 self._print_error(value, tracebacks.format_exception_only)
             else:
                 self._print_error(value, lambda v: tracebacks.format_exception(v, hide))
+
+        def _interrupt_text(self, value: BaseException) -> str:
+            tb = value.__traceback__  # its last frame is CellRunner._on_sigint: ours, not the cell's
+            while tb is not None and tb.tb_next is not None and tb.tb_next.tb_next is not None:
+                tb = tb.tb_next
+            if tb is not None and tb.tb_next is not None and tb.tb_next.tb_frame.f_code is _ON_SIGINT_CODE:
+                tb.tb_next = None
+            try:
+                text = tracebacks.format_exception(value, hide)
+            except Exception:  # noqa: BLE001 - as in _print_error
+                text = "KeyboardInterrupt"
+            return text[-INTERRUPT_TEXT:]
 
         def showsyntaxerror(self, filename=None, running_compiled_code=False):
             _, value, _ = sys.exc_info()
@@ -223,6 +238,9 @@ def forget_outputs(shell) -> None:
 # --------------------------------------------------------------------------------------------- one cell
 
 
+INTERRUPT_TEXT = 4000  # characters kept of a KeyboardInterrupt's traceback (the reply's frame cap has room)
+
+
 class CellRunner:
     """Runs cells in the shell with all output in one BoundedWriter; SIGINT interrupts only a running cell."""
 
@@ -232,6 +250,7 @@ class CellRunner:
         self.stdin = NoStdin()
         self.running = False
         self.interrupted = False
+        self.interrupt_text = ""
         shell.runner = self
 
     def _on_sigint(self, signum, frame) -> None:
@@ -250,6 +269,7 @@ class CellRunner:
         self._install()
         self.writer.begin()
         self.interrupted = False
+        self.interrupt_text = ""
         status = "ok"
         started = time.perf_counter()
         try:
@@ -284,8 +304,12 @@ class CellRunner:
             "cut": cut,
             "status": status,
             "interrupted": self.interrupted,
+            "interrupt_text": self.interrupt_text if self.interrupted else "",
             "seconds": seconds,
         }
+
+
+_ON_SIGINT_CODE = CellRunner._on_sigint.__code__
 
 
 # --------------------------------------------------------------------------------------------- the process
