@@ -76,8 +76,10 @@ def reaper_binary() -> tuple[int | None, str | None]:
     runs as a session's PID 1."""
     try:
         fd = os.open(REAPER_BINARY, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None, f"{REAPER_BINARY} was not built (no C compiler at install?): sessions use a Python reaper"
     except OSError as exc:
-        return None, f"{REAPER_BINARY} was not built (no C compiler at install?) ({exc}): sessions use a Python reaper"
+        return None, f"{REAPER_BINARY} cannot be read ({exc}): sessions use a Python reaper"
     # The copy could run where the file may not: respect a deployment's chmod -x or noexec mount.
     if not os.access(REAPER_BINARY, os.X_OK) or os.fstatvfs(fd).f_flag & os.ST_NOEXEC:
         os.close(fd)
