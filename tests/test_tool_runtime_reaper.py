@@ -182,6 +182,20 @@ def test_pid_1_is_the_reaper_and_out_of_the_cells_reach(pool):
         assert value(s, "x") == 1 and value(s, "__import__('os').getppid()") == 1
 
 
+def test_pid_1_reveals_nothing_of_the_host(pool):
+    """PID 1 is not chrooted: through /proc/1 a cell read the host's mount table (the pool's directory, the
+    host paths of every bind of the view), its cgroup paths, limits and command line. The session's /proc
+    shows nothing of processes it may not trace (hidepid), as well as nothing of their memory."""
+    with pool.open() as s:
+        assert value(s, "sorted(int(p) for p in __import__('os').listdir('/proc') if p.isdigit())") == [1, 2]
+        for name in ("mountinfo", "mounts", "cgroup", "status", "cmdline", "limits", "stat", "sched", "fd"):
+            path = f"/proc/1/{name}"
+            r = s.run(f"__import__('os').listdir({path!r})" if name == "fd" else f"open({path!r}).read()")
+            assert r.status == "error" and "PermissionError" in r.output, (name, r.output)
+        workdir_root = os.path.dirname(s.workdir)
+        assert workdir_root not in s.run("print(open('/proc/self/mountinfo').read())").output
+
+
 def test_orphans_are_reaped(pool):
     with pool.open() as s:
         r = s.run(
