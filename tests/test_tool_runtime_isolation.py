@@ -258,11 +258,10 @@ def test_host_view_is_minimal_and_read_only(pool):
         assert os.path.exists("/run") and os.path.exists(f"{root}/template.log") and os.path.exists("/sys/fs/cgroup")
         # /proc is the session's own PID namespace: its reaper, itself and its own children only.
         assert sorted(value(s, "[int(p) for p in __import__('os').listdir('/proc') if p.isdigit()]")) == [1, 2]
-        assert value(s, "open('/proc/1/net/unix').read().count('\\n')") == 1  # header only: no host sockets
+        assert value(s, "open('/proc/self/net/unix').read().count('\\n')") == 1  # header only: no host sockets
         assert value(s, "__import__('os').uname().nodename") == "session" != os.uname().nodename
         # PID 1 is the session's reaper, which is not chrooted: its root, cwd, memory, environment and what its
-        # descriptors point to are out of reach. (Without root, the fd numbers themselves can be listed: the
-        # native reaper is exec'd in the template's user namespace, whose root is the pool's uid.)
+        # descriptors point to are out of reach (and all else under /proc/1: hidepid, test_tool_runtime_reaper.py).
         for code in (
             "__import__('os').listdir('/proc/1/root/')",
             "__import__('os').listdir('/proc/1/cwd/')",

@@ -169,6 +169,9 @@ def test_pid_1_is_the_reaper_and_out_of_the_cells_reach(pool):
         assert reaper != pool.info["template_pid"]
         cmdline = Path(f"/proc/{reaper}/cmdline").read_bytes().split(b"\0")[0].decode()
         assert (cmdline == REAPER_NAME) == (pool.info["isolation"]["reaper"] == "native")
+        assert s._proc.facts["reaper"] == pool.info["isolation"]["reaper"]  # what the session got, as announced
+        if pool.info["isolation"]["reaper"] == "native":
+            assert Path(f"/proc/{reaper}/comm").read_text() == "session-reaper\n"
         s.run("x = 1")
         for code in ("import os\nos.kill(os.getppid(), 9)", "import os, signal\nos.kill(1, signal.SIGTERM)"):
             r = s.run(code)
@@ -177,6 +180,20 @@ def test_pid_1_is_the_reaper_and_out_of_the_cells_reach(pool):
             assert not r.state_lost and (r.status == "ok" or "PermissionError" in r.output), r.output
             assert state(reaper) not in ("Z", "gone")
         assert value(s, "x") == 1 and value(s, "__import__('os').getppid()") == 1
+
+
+def test_pid_1_reveals_nothing_of_the_host(pool):
+    """PID 1 is not chrooted: through /proc/1 a cell read the host's mount table (the pool's directory, the
+    host paths of every bind of the view), its cgroup paths, limits and command line. The session's /proc
+    shows nothing of processes it may not trace (hidepid), as well as nothing of their memory."""
+    with pool.open() as s:
+        assert value(s, "sorted(int(p) for p in __import__('os').listdir('/proc') if p.isdigit())") == [1, 2]
+        for name in ("mountinfo", "mounts", "cgroup", "status", "cmdline", "limits", "stat", "sched", "fd"):
+            path = f"/proc/1/{name}"
+            r = s.run(f"__import__('os').listdir({path!r})" if name == "fd" else f"open({path!r}).read()")
+            assert r.status == "error" and "PermissionError" in r.output, (name, r.output)
+        workdir_root = os.path.dirname(s.workdir)
+        assert workdir_root not in s.run("print(open('/proc/self/mountinfo').read())").output
 
 
 def test_orphans_are_reaped(pool):
@@ -216,6 +233,28 @@ def test_timeout_interrupts_through_the_reaper_and_keeps_state(pool):
         assert value(s, "kept") == "yes"
 
 
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "print('before')\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)",
+        "print('before')\nos.killpg(0, signal.SIGINT)\ntime.sleep(5)",  # the group holds PID 1 as well
+        # Without root the reaper has the session's host uid: it takes the signal and forwards it to the session.
+        "print('before')\ntry:\n    os.kill(1, signal.SIGINT)\nexcept PermissionError:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)",
+    ],
+)
+def test_a_cells_own_sigint_is_its_keyboard_interrupt_not_a_timeout(pool, cell):
+    """A SIGINT the cell sends (to itself, its group, or through its PID 1) is the cell's KeyboardInterrupt,
+    shown like any error: it used to be taken for the pool's timeout interrupt and hidden (empty output)."""
+    with pool.open() as s:
+        s.run("import os, signal, time\nkept = 1")
+        r = s.run(cell, timeout=30)
+        assert r.status == "error" and not r.state_lost, r.output
+        assert r.output.startswith("before\nTraceback") and r.output.endswith("\nKeyboardInterrupt\n"), r.output
+        assert "_on_sigint" not in r.output and "tool_runtime" not in r.output, r.output  # not our frames
+        assert value(s, "kept") == 1
+
+
 def pss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
         if line.startswith("Pss:"):
@@ -236,3 +275,56 @@ def test_native_reaper_costs_a_few_pages(pool):
         else:  # not dumpable, and its memory is the host's root's (the template was started outside its namespace)
             with pytest.raises(PermissionError):
                 pss_kib(reaper)
+
+
+def test_a_reaper_binary_swapped_under_a_running_pool_without_effect(tmp_path):
+    """A deployment that rebuilds, replaces or removes `_reaper` while a pool runs: sessions forked later still
+    run the binary that passed the template's self-test (not whatever is at the path now, e.g. a script that
+    never reaps), and each session says which kind of PID 1 it got. Root only (the package is root's)."""
+    if not os.path.exists(REAPER_BINARY):
+        pytest.skip("no compiled reaper (no C compiler at install)")
+    marker = tmp_path / "impostor-ran"
+    backup = REAPER_BINARY + ".attack-backup"
+    with SessionPool(max_sessions=4, timeout=2.0, interrupt_grace=2.0, spare_sessions=0) as p:
+        assert p.info["isolation"]["reaper"] == "native", p.info["isolation"]["notes"]
+        os.rename(REAPER_BINARY, backup)
+        try:
+            Path(REAPER_BINARY).write_text(f"#!/bin/sh\ntouch {marker}\nsleep 1000\n")
+            os.chmod(REAPER_BINARY, 0o755)
+            with p.open() as s:
+                cmdline = Path(f"/proc/{reaper_of(s)}/cmdline").read_bytes().split(b"\0")[0].decode()
+                assert cmdline == REAPER_NAME and s._proc.facts.get("reaper") == "native", (cmdline, s._proc.facts)
+                r = s.run("import time\nwhile True: time.sleep(0.01)", timeout=0.5)
+                assert r.status == "timeout" and not r.state_lost, r.output
+            os.unlink(REAPER_BINARY)  # removed: the same
+            with p.open() as s:
+                assert s._proc.facts.get("reaper") == "native" and s.run("6 * 7").output == "42\n"
+        finally:
+            os.replace(backup, REAPER_BINARY)
+        # Overwritten in place (`cp script _reaper` keeps the inode): the same.
+        shutil.copy2(REAPER_BINARY, backup)
+        try:
+            with open(REAPER_BINARY, "wb") as f:
+                f.write(f"#!/bin/sh\ntouch {marker}\nsleep 1000\n".encode())
+            with p.open() as s:
+                assert s._proc.facts.get("reaper") == "native" and s.run("6 * 7").output == "42\n"
+        finally:
+            os.replace(backup, REAPER_BINARY)
+    assert not marker.exists()
+
+
+def test_a_reaper_binary_that_cannot_run_is_reported_without_effect_on_sessions():
+    """Not executable at start (a careless chmod, or a noexec mount): the pool says so and uses the Python
+    reaper. Root only (the package is root's)."""
+    if not os.path.exists(REAPER_BINARY):
+        pytest.skip("no compiled reaper (no C compiler at install)")
+    mode = os.stat(REAPER_BINARY).st_mode
+    os.chmod(REAPER_BINARY, 0o644)
+    try:
+        with SessionPool(max_sessions=2, timeout=2.0, spare_sessions=0) as p:
+            iso = p.info["isolation"]
+            assert iso["reaper"] == "python" and "may not be executed" in iso["notes"]["reaper"], iso
+            with p.open() as s:
+                assert s._proc.facts["reaper"] == "python" and s.run("6 * 7").output == "42\n"
+    finally:
+        os.chmod(REAPER_BINARY, mode)

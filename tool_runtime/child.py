@@ -106,7 +106,10 @@ def make_shell():
                 return
             runner = self.runner
             if etype is KeyboardInterrupt and runner is not None and runner.interrupted:
-                return  # our own timeout interrupt: the parent writes the timeout line instead
+                # Maybe the pool's timeout interrupt (the parent then writes the timeout line instead), maybe a
+                # SIGINT of the cell itself: only the parent knows, so the text goes aside for it (INTERRUPT_TEXT).
+                runner.interrupt_text = self._interrupt_text(value)
+                return
             if etype is UsageError:
                 self.show_usage_error(value)
                 return
@@ -116,6 +119,18 @@ def make_shell():
                 self._print_error(value, tracebacks.format_exception_only)
             else:
                 self._print_error(value, lambda v: tracebacks.format_exception(v, hide))
+
+        def _interrupt_text(self, value: BaseException) -> str:
+            tb = value.__traceback__  # its last frame is CellRunner._on_sigint: ours, not the cell's
+            while tb is not None and tb.tb_next is not None and tb.tb_next.tb_next is not None:
+                tb = tb.tb_next
+            if tb is not None and tb.tb_next is not None and tb.tb_next.tb_frame.f_code is _ON_SIGINT_CODE:
+                tb.tb_next = None
+            try:
+                text = tracebacks.format_exception(value, hide)
+            except Exception:  # noqa: BLE001 - as in _print_error
+                text = "KeyboardInterrupt"
+            return text[-INTERRUPT_TEXT:]
 
         def showsyntaxerror(self, filename=None, running_compiled_code=False):
             _, value, _ = sys.exc_info()
@@ -223,6 +238,9 @@ def forget_outputs(shell) -> None:
 # --------------------------------------------------------------------------------------------- one cell
 
 
+INTERRUPT_TEXT = 4000  # characters kept of a KeyboardInterrupt's traceback (the reply's frame cap has room)
+
+
 class CellRunner:
     """Runs cells in the shell with all output in one BoundedWriter; SIGINT interrupts only a running cell."""
 
@@ -232,6 +250,7 @@ class CellRunner:
         self.stdin = NoStdin()
         self.running = False
         self.interrupted = False
+        self.interrupt_text = ""
         shell.runner = self
 
     def _on_sigint(self, signum, frame) -> None:
@@ -250,6 +269,7 @@ class CellRunner:
         self._install()
         self.writer.begin()
         self.interrupted = False
+        self.interrupt_text = ""
         status = "ok"
         started = time.perf_counter()
         try:
@@ -284,8 +304,12 @@ class CellRunner:
             "cut": cut,
             "status": status,
             "interrupted": self.interrupted,
+            "interrupt_text": self.interrupt_text if self.interrupted else "",
             "seconds": seconds,
         }
+
+
+_ON_SIGINT_CODE = CellRunner._on_sigint.__code__
 
 
 # --------------------------------------------------------------------------------------------- the process
@@ -416,6 +440,7 @@ def _lock_down(
 
 
 REAPER_NAME = "tool-runtime-reaper"  # argv[0] of the native reaper (what `ps` shows)
+READY_NATIVE, READY_PYTHON = b"1", b"P"  # the byte each kind of reaper writes once it is set up
 
 
 def _reaper_exit_code(status: int) -> int:
@@ -427,20 +452,21 @@ def _reaper_exit_code(status: int) -> int:
     return code if 0 <= code < 128 else 255
 
 
-def _reap_forever(session_pid: int, channel: socket.socket, ready_fd: int, native: str | None) -> NoReturn:
+def _reap_forever(session_pid: int, channel: socket.socket, ready_fd: int, native: int | None) -> NoReturn:
     """PID 1 of a session's namespace: reaps orphans (as init does on a host), forwards the parent's SIGINT
     to the session, and exits when the session does (the kernel then kills whatever is left in the namespace).
     It stays root but runs only this loop; the session cannot signal it (other uid, and init is immune to
     signals from inside its namespace). Once set up it writes a byte to `ready_fd`, which the session waits
     for before it says it is ready.
 
-    `native` is the compiled reaper (reaper.c), which does the same in a few pages: a Python process here keeps
-    about 2 MiB of the template's pages as its own copies (copy-on-write). This loop is its fallback."""
+    `native` is a descriptor of the compiled reaper (reaper.c, opened and tested by the template), which does
+    the same in a few pages: a Python process here keeps about 2 MiB of the template's pages as its own copies
+    (copy-on-write). This loop is its fallback, also if that exec fails; its ready byte says so."""
     channel.close()
-    if native:
+    if native is not None:
         try:
             os.set_inheritable(ready_fd, True)
-            os.execv(native, [REAPER_NAME, str(session_pid), str(ready_fd)])
+            os.execve(native, [REAPER_NAME, str(session_pid), str(ready_fd)], {})
         except OSError:
             pass
     # Not dumpable: the session may not read our memory or /proc/1/root (the host's tree, as we are not
@@ -456,7 +482,7 @@ def _reap_forever(session_pid: int, channel: socket.socket, ready_fd: int, nativ
     signal.signal(signal.SIGINT, forward)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     try:
-        os.write(ready_fd, b"1")
+        os.write(ready_fd, READY_PYTHON)
     except OSError:
         pass
     os.close(ready_fd)
@@ -469,13 +495,17 @@ def _reap_forever(session_pid: int, channel: socket.socket, ready_fd: int, nativ
             os._exit(_reaper_exit_code(status))
 
 
-def _wait_for_reaper(ready_fd: int, timeout: float = 30.0) -> None:
-    """Block until the session's PID 1 is set up (see `_reap_forever`); it is exec'ing meanwhile."""
+def _wait_for_reaper(ready_fd: int, timeout: float = 30.0) -> str:
+    """Block until the session's PID 1 is set up (see `_reap_forever`); it is exec'ing meanwhile. Returns which
+    kind it is ("native" or "python")."""
     try:
-        if not select.select([ready_fd], [], [], timeout)[0] or os.read(ready_fd, 1) != b"1":
-            raise RuntimeError("the session's reaper (its PID 1) did not start")
+        got = os.read(ready_fd, 1) if select.select([ready_fd], [], [], timeout)[0] else b""
     finally:
         os.close(ready_fd)
+    kinds = {READY_NATIVE: "native", READY_PYTHON: "python"}
+    if got not in kinds:
+        raise RuntimeError("the session's reaper (its PID 1) did not start")
+    return kinds[got]
 
 
 def session_entry(
@@ -569,7 +599,7 @@ def session_main(
 
     try:
         if "reaper_ready_fd" in spec:
-            _wait_for_reaper(spec.pop("reaper_ready_fd"))
+            facts["reaper"] = _wait_for_reaper(spec.pop("reaper_ready_fd"))
     except BaseException as exc:  # noqa: BLE001
         _fail(channel, exc, reply_cap)
     try:

@@ -270,7 +270,9 @@ def enter_session_view(
         "devpts", V("/dev/pts"), "devpts", limits.MS_NOSUID | limits.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"
     )
     if new_proc:
-        limits.mount("proc", V("/proc"), "proc", limits.MS_NOSUID | limits.MS_NODEV | limits.MS_NOEXEC)
+        # hidepid=1: nothing under /proc/PID of a process the session may not trace, i.e. its PID 1 (not
+        # chrooted: its mountinfo would show the host's mount table, its cgroup, limits, command line).
+        limits.mount("proc", V("/proc"), "proc", limits.MS_NOSUID | limits.MS_NODEV | limits.MS_NOEXEC, "hidepid=1")
         for name in PROC_MASKED:
             if os.path.exists(V(f"/proc/{name}")):
                 limits.mount(V("/dev/null"), V(f"/proc/{name}"), None, limits.MS_BIND)

@@ -38,6 +38,8 @@ int main(int argc, char **argv) {
     /* exec made us dumpable again: the session must not read our memory or /proc/1/root (the host tree: we are
      * not chrooted) */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    /* exec'd from a descriptor (fexecve) our name would be its number: say what we are in ps and top */
+    prctl(PR_SET_NAME, "session-reaper", 0, 0, 0);
     char *end = NULL;
     long pid = argc == 2 || argc == 3 ? strtol(argv[1], &end, 10) : 0;
     if (pid <= 1 || *end != '\0') return 255;

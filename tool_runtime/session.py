@@ -264,6 +264,11 @@ class Session:
 
     def _finish(self, reply: dict[str, Any], seconds: float) -> ExecResult:
         status: Literal["ok", "error"] = "ok" if reply.get("status") == "ok" else "error"
+        text = reply.get("interrupt_text")
+        if reply.get("interrupted") and isinstance(text, str) and isinstance(reply.get("output"), str):
+            # We sent no interrupt: the cell's own SIGINT, a KeyboardInterrupt like any other error.
+            text = text or "KeyboardInterrupt"
+            reply = {**reply, "output": reply["output"] + text + ("" if text.endswith("\n") else "\n")}
         return ExecResult(self._cell_text(reply), status, False, seconds)
 
     def _crashed(

@@ -25,8 +25,10 @@ cell reach nothing outside the session.
 from __future__ import annotations
 
 import collections
+import fcntl
 import gc
 import importlib
+import logging
 import os
 import secrets
 import select
@@ -39,10 +41,11 @@ import traceback
 from typing import Any
 
 from . import cleanup, fsview, limits, seccomp
-from .child import make_shell, session_entry, warm_lock_down, warm_up
+from .child import REAPER_NAME, make_shell, session_entry, warm_lock_down, warm_up
 from .config import RuntimeConfig
 from .protocol import FrameReader, PeerClosed, ProtocolError, encode, send_frame
 
+log = logging.getLogger(__name__)
 CTL_MAX_BYTES = 1 << 20
 RELEASE_WAIT = 0.8  # seconds `release` waits for a killed session to be reaped before answering
 _LAUNCHER_PATH: str | None = None  # set by main: the PYTHONPATH entry that only served to find this package
@@ -63,18 +66,83 @@ def _exit_status(status: int, via_reaper: bool) -> dict[str, Any]:
 REAPER_BINARY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_reaper")  # built from reaper.c
 
 
-def reaper_binary() -> tuple[str | None, str | None]:
-    """(path of the compiled reaper if it runs here, else why not). It is built at install time (setup.py);
-    without it each session's PID 1 is a forked Python process, about 2 MiB more per session."""
-    if not os.path.exists(REAPER_BINARY):
+def reaper_binary() -> tuple[int | None, str | None]:
+    """(a descriptor of the compiled reaper if it runs here, else why not). It is built at install time (setup.py);
+    without it each session's PID 1 is a forked Python process, about 2 MiB more per session.
+
+    Sessions exec this descriptor (fexecve), never the path, and it is a sealed in-memory copy of the file where
+    the kernel allows one: a binary rebuilt, replaced, overwritten in place (say by a script) or removed while
+    the pool runs changes nothing, and only what passed this self-test, exec'd the way sessions exec it, ever
+    runs as a session's PID 1."""
+    try:
+        fd = os.open(REAPER_BINARY, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
         return None, f"{REAPER_BINARY} was not built (no C compiler at install?): sessions use a Python reaper"
+    except OSError as exc:
+        return None, f"{REAPER_BINARY} cannot be read ({exc}): sessions use a Python reaper"
+    # The copy could run where the file may not: respect a deployment's chmod -x or noexec mount.
+    if not os.access(REAPER_BINARY, os.X_OK) or os.fstatvfs(fd).f_flag & os.ST_NOEXEC:
+        os.close(fd)
+        return None, f"{REAPER_BINARY} may not be executed here (mode or noexec mount): sessions use a Python reaper"
+    try:
+        image = _sealed_copy(fd)
+    except OSError as exc:
+        log.info("no sealed copy of %s (%s): sessions exec the file's descriptor", REAPER_BINARY, exc)
+    else:
+        os.close(fd)
+        fd = image
     try:  # without a session pid to wait for it exits 255 at once: proves it runs on this machine
-        code = subprocess.run([REAPER_BINARY], stdin=subprocess.DEVNULL, timeout=5, check=False).returncode
-    except (OSError, subprocess.SubprocessError) as exc:
-        return None, f"{REAPER_BINARY} does not run here ({exc}): sessions use a Python reaper"
-    if code != 255:
-        return None, f"{REAPER_BINARY} exited with {code} on its self-test: sessions use a Python reaper"
-    return REAPER_BINARY, None
+        code: int | str = _self_test(fd, deadline=time.monotonic() + 5)
+    except OSError as exc:
+        code = str(exc)
+    if code == 255:
+        return fd, None
+    os.close(fd)
+    return None, f"{REAPER_BINARY} failed its self-test ({code}): sessions use a Python reaper"
+
+
+MFD_EXEC = 0x10  # memfd_create: executable (kernels with vm.memfd_noexec need it said; older ones refuse it)
+
+
+def _sealed_copy(fd: int) -> int:
+    """The file behind `fd` copied into an executable memfd sealed against any change."""
+    try:
+        image = os.memfd_create(REAPER_NAME, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING | MFD_EXEC)
+    except OSError:
+        image = os.memfd_create(REAPER_NAME, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        size = os.fstat(fd).st_size
+        offset = 0
+        while offset < size:
+            sent = os.sendfile(image, fd, offset, size - offset)
+            if sent == 0:
+                raise OSError(f"{REAPER_BINARY} shrank while it was copied")
+            offset += sent
+        seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+        fcntl.fcntl(image, fcntl.F_ADD_SEALS, seals)
+    except OSError:
+        os.close(image)
+        raise
+    return image
+
+
+def _self_test(fd: int, deadline: float) -> int | str:
+    """Exit code of the reaper exec'd from `fd` without arguments (127: exec failed), or why it has none."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.execve(fd, [REAPER_NAME], {})
+        finally:
+            os._exit(127)
+    while True:
+        got, status = os.waitpid(pid, os.WNOHANG)
+        if got:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "did not exit within 5 s"
+        time.sleep(0.01)
 
 
 class Template:
@@ -267,7 +335,7 @@ class Template:
             "spare_sessions": cfg.spare_sessions,
             "isolation": {
                 "pid_namespace": pid_ns,
-                "reaper": ("native" if reaper else "python") if pid_ns else None,
+                "reaper": ("native" if reaper is not None else "python") if pid_ns else None,
                 "net_namespace": self.plan["net_namespace"],
                 "mount_namespace": mount_ns,
                 "ipc_namespace": view is not None,
