@@ -290,6 +290,8 @@ class SessionPool:
                 self._release_proc(proc)
                 raise RuntimeError(f"session set-up failed: {ready.get('error', ready.get('op'))}")
             proc.facts = ready
+            if ready.get("reaper") == "python" and template.info.get("isolation", {}).get("reaper") == "native":
+                log.warning("a session's PID 1 fell back to the Python reaper (exec of the native one failed)")
             if ready.get("view"):  # the work dir is in the session's mount namespace: link it for the host
                 try:
                     os.symlink(f"/proc/{int(ready['pid'])}/root{proc.workdir}", proc.workdir)
