@@ -45,6 +45,7 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -72,7 +73,7 @@ CALL_EVERY = int(os.environ.get("BENCH_CALL_EVERY", "200"))
 FIRST_SPECIAL = 199998  # ids from here up are special tokens: kept out of the sampled "code"
 
 
-def segment_length(prompt_ids: list[int]) -> int:
+def segment_length(prompt_ids: Sequence[int]) -> int:
     """Where a request's call comes: 50-350 tokens in, a hash of its whole prompt (the same under both schedulers)."""
     return 50 + zlib.crc32(array.array("l", prompt_ids).tobytes()) % 301
 
@@ -172,7 +173,7 @@ class ReuseMeter:
         self.resubmissions: list[tuple[int, int, int]] = []  # (prompt tokens, reused, computed by the previous)
 
     def submit(self, request: Request, sampling: Sampling) -> None:
-        self.prompts[request.request_id] = request.prompt_ids
+        self.prompts[request.request_id] = list(request.prompt_ids)  # a read-only view: copied to extend it
         self.engine.submit(request, sampling)
 
     def step(self) -> list[Completion]:
