@@ -683,6 +683,10 @@ def main() -> None:
                 logits_processors=[ForcedCalls],
                 dtype="float32",  # bf16 matmuls fall back to a slow path on CPUs without bf16 instructions
                 seed=0,
+                # vLLM 0.32 rewinds a seeded request's generator when its prefill was split across steps, which
+                # CPU generators cannot do ("CPU Generator does not use offset"): whole prefills only
+                enable_chunked_prefill=False,
+                max_num_batched_tokens=8192,
             )
 
         # gpt-oss first: the first engine of a process sets up vLLM's parallel groups, and a mixture-of-experts
