@@ -187,6 +187,7 @@ def test_pid_1_reveals_nothing_of_the_host(pool):
     host paths of every bind of the view), its cgroup paths, limits and command line. The session's /proc
     shows nothing of processes it may not trace (hidepid), as well as nothing of their memory."""
     with pool.open() as s:
+        assert s._proc.facts["proc_hidepid"] is True  # said by the session (False where the kernel refused it)
         assert value(s, "sorted(int(p) for p in __import__('os').listdir('/proc') if p.isdigit())") == [1, 2]
         for name in ("mountinfo", "mounts", "cgroup", "status", "cmdline", "limits", "stat", "sched", "fd"):
             path = f"/proc/1/{name}"

@@ -354,7 +354,7 @@ def _enter_namespaces(cfg: RuntimeConfig, plan: dict[str, Any], spec: dict[str, 
     if plan.get("view"):
         # In a user namespace the work dir belongs to the pool's uid, which the session's own uid maps to.
         owner = os.getuid() if plan.get("user_namespace") or not plan["users"] else spec["uid"]
-        fsview.enter_session_view(
+        spec["proc_hidepid"] = fsview.enter_session_view(
             plan["view"], spec["workdir"], owner, owner, size=cfg.tmp_bytes, inodes=cfg.tmp_inodes, new_proc=True
         )
     if cfg.nice:
@@ -436,6 +436,7 @@ def _lock_down(
         "keyring": keyring,
         "seccomp": seccomp_filter is not None,
         "view": bool(plan.get("view")),
+        "proc_hidepid": spec.get("proc_hidepid", False),  # /proc/1 (its PID 1) shows nothing to the session
     }
 
 

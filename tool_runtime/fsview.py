@@ -231,10 +231,10 @@ def build_view(root: str, needed: Iterable[str], pool_root: str) -> View:
 
 def enter_session_view(
     view: dict[str, Any], workdir: str, uid: int, gid: int, *, size: int, inodes: int, new_proc: bool
-) -> None:
+) -> bool:
     """In a new session (root, before forking the process that runs cells): own mount + IPC namespace, own
     tmpfs for the work dir, /tmp, /var/tmp and /dev/shm, own /proc. The process that runs cells then enters the
-    view with `enter_view`."""
+    view with `enter_view`. Returns whether that /proc hides PID 1 (hidepid)."""
     root = view["root"]
     V = lambda p: root + p  # noqa: E731
     limits.unshare(limits.CLONE_NEWNS | limits.CLONE_NEWIPC | limits.CLONE_NEWUTS)
@@ -269,13 +269,21 @@ def enter_session_view(
     limits.mount(
         "devpts", V("/dev/pts"), "devpts", limits.MS_NOSUID | limits.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"
     )
+    hidepid = False
     if new_proc:
         # hidepid=1: nothing under /proc/PID of a process the session may not trace, i.e. its PID 1 (not
         # chrooted: its mountinfo would show the host's mount table, its cgroup, limits, command line).
-        limits.mount("proc", V("/proc"), "proc", limits.MS_NOSUID | limits.MS_NODEV | limits.MS_NOEXEC, "hidepid=1")
+        # Kernels before 5.8 may refuse the option inside a user namespace: then without it (and it is said).
+        flags = limits.MS_NOSUID | limits.MS_NODEV | limits.MS_NOEXEC
+        try:
+            limits.mount("proc", V("/proc"), "proc", flags, "hidepid=1")
+            hidepid = True
+        except OSError:
+            limits.mount("proc", V("/proc"), "proc", flags)
         for name in PROC_MASKED:
             if os.path.exists(V(f"/proc/{name}")):
                 limits.mount(V("/dev/null"), V(f"/proc/{name}"), None, limits.MS_BIND)
+    return hidepid
 
 
 def enter_view(view: dict[str, Any], cwd: str) -> None:
