@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tool_runtime import ExecResult, PoolExhaustedError, Session, SessionClosedError, SessionPool
+from tool_runtime import ExecResult, PoolExhaustedError, SessionClosedError, SessionPool
 from tool_runtime.result import CUT_MARKER, STATE_LOST
+
+from .runtime_helpers import alive, descendants, describe, value
 
 ROOT = Path(__file__).resolve().parent.parent
 IS_ROOT = os.geteuid() == 0
@@ -41,58 +43,6 @@ def session(pool):
     s = pool.open()
     yield s
     s.close()
-
-
-def value(session: Session, expr: str):
-    """Evaluate `expr` in the session and return it as a Python value (via JSON)."""
-    r = session.run(f"import json as _j; print(_j.dumps({expr}))")
-    assert r.status == "ok", r.output
-    return json.loads(r.output)
-
-
-def descendants(pid: int) -> set[int]:
-    """All processes (zombies included) below `pid`, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = set(), [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
-    return out
-
-
-def describe(pids) -> list[str]:
-    """For a failure message: what each live process of `pids` is and where it waits (state, wchan, parent)."""
-    out = []
-    for pid in pids:
-        if not alive(pid):
-            continue
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:80]
-            wchan = Path(f"/proc/{pid}/wchan").read_text()
-        except OSError:
-            continue
-        out.append(f"{pid} state={stat[0]} ppid={stat[1]} wchan={wchan} {cmd}")
-    return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 # ------------------------------------------------------------------------------------------------ cells

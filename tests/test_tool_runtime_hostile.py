@@ -8,7 +8,6 @@ otherwise the test fails without launching it. Bombs are bounded (`for _ in rang
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import textwrap
@@ -19,6 +18,8 @@ import pytest
 
 from tool_runtime import SessionPool
 from tool_runtime.result import STATE_LOST
+
+from .runtime_helpers import descendants, describe, parent_of, value
 
 IS_ROOT = os.geteuid() == 0
 FILE_LIMIT = 64 << 20
@@ -60,12 +61,6 @@ def session(pool):
     s.close()
 
 
-def value(session, expr: str):
-    r = session.run(f"import json as _j; print(_j.dumps({expr}))")
-    assert r.status == "ok", r.output
-    return json.loads(r.output)
-
-
 def state_kept(session) -> bool:
     return session.run("mine").output == "'kept'\n"
 
@@ -90,28 +85,6 @@ def require_own_pid_namespace(session, other) -> None:
             f"session is not alone in its own PID namespace ({ns_pid=}, {ns=}, {nspids=}); "
             "refusing to run os.kill(-1, 9)"
         )
-
-
-def _session_processes(session) -> list[int]:
-    """Host pids of the live processes in the session's PID namespace other than its PID 1 (from the host's
-    /proc; zombies of children the cell did not wait for are not counted)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                state, ppid = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[:2]
-            except (OSError, ValueError):
-                continue
-            if state != "Z":
-                parents[int(entry)] = int(ppid)
-    reaper = parents.get(session.pid)
-    found, todo = [], [reaper]
-    while todo:
-        parent = todo.pop()
-        kids = [pid for pid, ppid in parents.items() if ppid == parent]
-        found += kids
-        todo += kids
-    return found
 
 
 def require_process_limit(pool, session) -> None:
@@ -149,8 +122,8 @@ def test_fork_bomb_is_bounded(pool, session):
     # Forked copies still finishing the cell may print into a cell that runs meanwhile (as in Jupyter): wait
     # until they are gone (what they wrote between cells is dropped), then the session is quiet and intact.
     deadline = time.monotonic() + 30
-    while len(_session_processes(session)) > 1:
-        assert time.monotonic() < deadline, _session_processes(session)
+    while len(descendants(parent_of(session.pid), live=True)) > 1:
+        assert time.monotonic() < deadline, describe(descendants(parent_of(session.pid)))
         time.sleep(0.05)
     assert state_kept(session)
     if "pids" in pool.info["isolation"]["cgroups"]:

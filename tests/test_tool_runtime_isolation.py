@@ -21,6 +21,8 @@ import pytest
 
 from tool_runtime import SessionPool, limits
 
+from .runtime_helpers import value
+
 ROOT = Path(__file__).resolve().parent.parent
 TMP_BYTES = 32 << 20
 TMP_INODES = 4096
@@ -40,12 +42,6 @@ def two(pool):
     yield a, b
     a.close()
     b.close()
-
-
-def value(session, expr: str):
-    r = session.run(f"import json as _j; print(_j.dumps({expr}))")
-    assert r.status == "ok", r.output
-    return json.loads(r.output)
 
 
 def ns_of(pid: int, kind: str) -> str:

@@ -7,7 +7,6 @@ both kinds are tested in real sessions: what the session can do to its PID 1, or
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -22,6 +21,8 @@ import pytest
 from tool_runtime import SessionPool
 from tool_runtime.child import REAPER_NAME
 from tool_runtime.template import REAPER_BINARY
+
+from .runtime_helpers import parent_of, pss_kib, state, value
 
 HAVE_CC = bool(os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc"))
 
@@ -76,13 +77,6 @@ def run_reaper(
 def children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
-def state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
 
 
 needs_binary = pytest.mark.skipif(
@@ -152,20 +146,9 @@ def pool(request):
         yield p
 
 
-def value(session, expr: str):
-    r = session.run(f"import json as _j; print(_j.dumps({expr}))")
-    assert r.status == "ok", r.output
-    return json.loads(r.output)
-
-
-def reaper_of(session) -> int:
-    """Host pid of the parent of the process that runs the cells."""
-    return int(Path(f"/proc/{session.pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
 def test_pid_1_is_the_reaper_and_out_of_the_cells_reach(pool):
     with pool.open() as s:
-        reaper = reaper_of(s)
+        reaper = parent_of(s.pid)
         assert reaper != pool.info["template_pid"]
         cmdline = Path(f"/proc/{reaper}/cmdline").read_bytes().split(b"\0")[0].decode()
         assert (cmdline == REAPER_NAME) == (pool.info["isolation"]["reaper"] == "native")
@@ -256,19 +239,12 @@ def test_a_cells_own_sigint_is_its_keyboard_interrupt_not_a_timeout(pool, cell):
         assert value(s, "kept") == 1
 
 
-def pss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no Pss for {pid}")
-
-
 def test_native_reaper_costs_a_few_pages(pool):
     """What the native reaper is for: its PSS is a fraction of a MiB, where a forked Python reaper keeps
     about 2 MiB of the template's pages as its own (copy-on-write after the session and template wrote them)."""
     with pool.open() as s:
         s.run("import sympy as sp\nsp.factorint(2024)")
-        reaper = reaper_of(s)
+        reaper = parent_of(s.pid)
         if pool.info["isolation"]["reaper"] == "native":
             assert pss_kib(reaper) < 512
         elif os.geteuid() == 0:
@@ -293,7 +269,7 @@ def test_a_reaper_binary_swapped_under_a_running_pool_without_effect(tmp_path):
             Path(REAPER_BINARY).write_text(f"#!/bin/sh\ntouch {marker}\nsleep 1000\n")
             os.chmod(REAPER_BINARY, 0o755)
             with p.open() as s:
-                cmdline = Path(f"/proc/{reaper_of(s)}/cmdline").read_bytes().split(b"\0")[0].decode()
+                cmdline = Path(f"/proc/{parent_of(s.pid)}/cmdline").read_bytes().split(b"\0")[0].decode()
                 assert cmdline == REAPER_NAME and s._proc.facts.get("reaper") == "native", (cmdline, s._proc.facts)
                 r = s.run("import time\nwhile True: time.sleep(0.01)", timeout=0.5)
                 assert r.status == "timeout" and not r.state_lost, r.output
